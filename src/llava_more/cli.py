@@ -1,0 +1,66 @@
+"""The ``llava-more`` console script.
+
+Every pipeline step is a sub-command. Each command module exposes ``register(subparsers)`` which
+adds its parsers and sets ``func`` on them; this file only wires them together and turns
+``UserError`` into a one-line message with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from llava_more.errors import TrainingInterrupted, UserError
+
+# Modules that contribute sub-commands, in the order they appear in ``--help``.
+COMMAND_MODULES = [
+    "llava_more.config.commands",
+    "llava_more.text.commands",
+    "llava_more.data.commands",
+    "llava_more.model.commands",
+    "llava_more.train.commands",
+    "llava_more.eval.commands",
+    "llava_more.report.commands",
+]
+
+# Exit code that tells SLURM / Snakemake the job stopped cleanly on a signal and should be requeued.
+REQUEUE_EXIT_CODE = 75  # EX_TEMPFAIL
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llava-more", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # the module is not written yet: skip it
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        result = args.func(args)
+    except UserError as exc:
+        print(f"llava-more {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingInterrupted as exc:
+        print(f"llava-more {args.command}: {exc}; exit {REQUEUE_EXIT_CODE} so the job is requeued", file=sys.stderr)
+        return REQUEUE_EXIT_CODE
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
