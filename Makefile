@@ -1,0 +1,30 @@
+# One entry point for a fresh machine: `make demo` and `make test` install what they need first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Exact versions for these CPU machines (torch from the local wheel store). On a cluster, install
+# the package with your site's torch instead: pip install -e '.[dev]'.
+CONSTRAINTS ?= constraints/cpu.txt
+CORES ?= 2
+
+.PHONY: install demo test lint clean-demo
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c $(CONSTRAINTS) torch torchvision
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[dev]'
+	touch $@
+
+demo: install
+	$(VENV)/bin/snakemake --profile profiles/local --cores $(CORES) all
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check src tests
+
+clean-demo:
+	rm -rf data runs results logs .snakemake

@@ -1,0 +1,42 @@
+# The LLaVA-MORE study as one DAG:
+#   data -> (demo tokenizer) -> initial model -> stage 1 -> stage 2 -> lmms-eval -> tables.
+# Every rule calls one `llava-more` command; the logic lives in the llava_more package.
+# The study comes from params.yaml (`study:`), or `--config study=NAME`.
+
+import os
+import re
+import sys
+
+from llava_more import paths
+from llava_more.config import load_params
+
+configfile: "params.yaml"
+
+PARAMS = load_params("params.yaml")
+STUDY = PARAMS.study(config.get("study"))
+S = STUDY.name
+LLAVA = f"{sys.executable} -m llava_more"
+PROTOCOL = PARAMS.protocols[STUDY.protocol]
+
+
+def one_of(names):
+    """A wildcard constraint accepting exactly these names."""
+    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+
+
+wildcard_constraints:
+    exp=one_of(e.id for e in STUDY.experiments),
+    pair=one_of(STUDY.pairs),
+    stage="1|2",
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/model.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/eval.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        paths.tables_dir(S),

@@ -1,0 +1,32 @@
+"""``llava-more check-params``: validate params.yaml and show what a study will run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from llava_more.config.schema import load_params
+
+
+def _check(args: argparse.Namespace) -> int:
+    params = load_params(args.params)
+    study = params.study(args.study)
+    summary = {
+        "study": study.name,
+        "size": study.size,
+        "protocol": study.protocol,
+        "experiments": [e.id for e in study.experiments],
+        "initial_models": list(study.pairs),
+        "pretrain_sets": list(study.pretrain_sets),
+        "benchmarks": list(study.benchmarks),
+        "tables": {name: list(rows) for name, rows in study.tables.items()},
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check-params", help="validate params.yaml and list a study's experiments")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--study", default=None, help="study name (default: params.yaml's `study`)")
+    p.set_defaults(func=_check)

@@ -1,0 +1,102 @@
+"""Llama-architecture LLMs: Llama-3.1 / Llama-3 8B Instruct, DeepSeek-R1-Distill-Llama-8B, Vicuna-7B-v1.5."""
+
+from __future__ import annotations
+
+from transformers import LlamaConfig
+
+from llava_more.model.llm.base import LLMSpec
+
+# Llama-3.1's long-context rope (also inherited by the R1 distill, which starts from Llama-3.1-8B).
+_LLAMA31_ROPE = {
+    "rope_type": "llama3",
+    "rope_theta": 500000.0,
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+}
+
+_LLAMA3_8B = {
+    "vocab_size": 128256,
+    "hidden_size": 4096,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "intermediate_size": 14336,
+    "hidden_act": "silu",
+    "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": False,
+    "bos_token_id": 128000,
+}
+
+SPECS = (
+    LLMSpec(
+        id="llama3.1-8b",
+        hf_id="meta-llama/Llama-3.1-8B-Instruct",
+        family="llama",
+        template="llama3.1",
+        config_class=LlamaConfig,
+        real={
+            **_LLAMA3_8B,
+            "max_position_embeddings": 131072,
+            "rope_parameters": _LLAMA31_ROPE,
+            "eos_token_id": [128001, 128008, 128009],
+        },
+        pad_token="<|finetune_right_pad_id|>",
+    ),
+    LLMSpec(
+        id="deepseek-r1-distill-llama-8b",
+        hf_id="deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
+        family="llama",
+        template="deepseek_r1",
+        config_class=LlamaConfig,
+        real={
+            **_LLAMA3_8B,
+            "max_position_embeddings": 131072,
+            "rope_parameters": _LLAMA31_ROPE,
+            "eos_token_id": 128001,
+        },
+        pad_token="<｜end▁of▁sentence｜>",
+    ),
+    LLMSpec(
+        id="llama3-8b",
+        hf_id="meta-llama/Meta-Llama-3-8B-Instruct",
+        family="llama",
+        template="llama3",
+        config_class=LlamaConfig,
+        real={
+            **_LLAMA3_8B,
+            "max_position_embeddings": 8192,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0},
+            "eos_token_id": 128009,
+        },
+        # Llama-3 has no pad token; its first reserved special token is never produced or supervised.
+        pad_token="<|reserved_special_token_0|>",
+    ),
+    LLMSpec(
+        id="vicuna-7b-v1.5",
+        hf_id="lmsys/vicuna-7b-v1.5",
+        family="llama",
+        template="vicuna_v1",
+        config_class=LlamaConfig,
+        real={
+            "vocab_size": 32000,
+            "hidden_size": 4096,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 32,
+            "intermediate_size": 11008,
+            "hidden_act": "silu",
+            "rms_norm_eps": 1e-5,
+            "max_position_embeddings": 4096,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
+            "tie_word_embeddings": False,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "pad_token_id": 0,
+        },
+        # LLaVA-1.5 pads Vicuna with <unk>.
+        pad_token="<unk>",
+        tiny={"num_key_value_heads": 4},  # Vicuna has no grouped-query attention
+    ),
+)

@@ -1,0 +1,94 @@
+"""S2 (Scaling on Scales): multi-scale features from any fixed-resolution vision encoder.
+
+The image arrives at the largest scale. For each scale it is resized, cut into n x n tiles of the
+encoder's own input size, every tile is encoded (features from the chosen hidden layer, prefix
+tokens such as CLS/registers dropped), the tiles are stitched back into one feature map per scale,
+each map is area-pooled to the base grid, and the maps are concatenated on channels: the same
+token count as one pass at the base size, ``len(scales)`` times the channels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llava_more.errors import ConfigError
+
+
+def validate_s2_scales(scales: Sequence[int], base_size: int, encoder: str) -> tuple[int, ...]:
+    """Return ``scales`` as a tuple, or raise ``ConfigError`` naming the first bad scale.
+
+    The first scale must be the encoder's input size, the others multiples of it (each tile is one
+    encoder pass at its native resolution: SigLIP's position embeddings cannot be interpolated),
+    strictly increasing.
+    """
+    scales = tuple(scales)
+    fix = f"S2 scales for {encoder} must start at {base_size} and be increasing multiples of it, e.g. " + (
+        f"[{base_size}, {2 * base_size}, {3 * base_size}]"
+    )
+    if not scales:
+        raise ConfigError(f"empty S2 scale list; {fix}")
+    for index, scale in enumerate(scales):
+        if isinstance(scale, bool) or not isinstance(scale, int) or scale <= 0:
+            raise ConfigError(f"S2 scale {scale!r} is not a positive integer; {fix}")
+        if index == 0 and scale != base_size:
+            raise ConfigError(f"first S2 scale {scale} is not the encoder's input size {base_size}; {fix}")
+        if scale % base_size:
+            raise ConfigError(f"S2 scale {scale} is not a multiple of {base_size}; {fix}")
+        if index and scale <= scales[index - 1]:
+            raise ConfigError(f"S2 scale {scale} does not increase after {scales[index - 1]}; {fix}")
+    return scales
+
+
+def _tiles(images: torch.Tensor, scale: int, base_size: int) -> torch.Tensor:
+    """(B, C, S, S) -> (B * n * n, C, base, base), tiles in row-major order per image."""
+    if images.shape[-1] != scale or images.shape[-2] != scale:
+        # Antialiasing matters when shrinking the largest-scale input to the smaller scales.
+        images = F.interpolate(images, size=(scale, scale), mode="bicubic", align_corners=False, antialias=True)
+    n = scale // base_size
+    batch, channels = images.shape[:2]
+    tiles = images.reshape(batch, channels, n, base_size, n, base_size).permute(0, 2, 4, 1, 3, 5)
+    return tiles.reshape(batch * n * n, channels, base_size, base_size)
+
+
+def _stitch_and_pool(features: torch.Tensor, batch: int, n: int, grid: int) -> torch.Tensor:
+    """(B * n * n, grid * grid, D) tile features -> (B, grid * grid, D) pooled map."""
+    dim = features.shape[-1]
+    fmap = features.reshape(batch, n, n, grid, grid, dim).permute(0, 5, 1, 3, 2, 4)
+    fmap = fmap.reshape(batch, dim, n * grid, n * grid)
+    if n > 1:
+        fmap = F.adaptive_avg_pool2d(fmap, grid)  # "area" pooling: exact n x n means
+    return fmap.flatten(2).transpose(1, 2)
+
+
+def s2_features(
+    vision_tower: nn.Module,
+    pixel_values: torch.Tensor,
+    scales: Sequence[int],
+    *,
+    feature_layer: int,
+    num_prefix_tokens: int,
+) -> torch.Tensor:
+    """Multi-scale features of ``pixel_values`` (B, 3, max(scales), max(scales)): (B, N, D * len(scales)).
+
+    All tiles of all scales go through the encoder in one batch (1 + 4 + 9 = 14 passes per image for
+    three scales), which is what keeps S2 affordable.
+    """
+    base_size = scales[0]
+    batch = pixel_values.shape[0]
+    tiles = torch.cat([_tiles(pixel_values, scale, base_size) for scale in scales])
+    hidden = vision_tower(tiles, output_hidden_states=True, return_dict=True).hidden_states[feature_layer]
+    hidden = hidden[:, num_prefix_tokens:]
+    grid = int(round(hidden.shape[1] ** 0.5))
+    if grid * grid != hidden.shape[1]:
+        raise ValueError(f"encoder returned {hidden.shape[1]} patch tokens per tile, not a square grid")
+    maps, start = [], 0
+    for scale in scales:
+        n = scale // base_size
+        count = batch * n * n
+        maps.append(_stitch_and_pool(hidden[start : start + count], batch, n, grid))
+        start += count
+    return torch.cat(maps, dim=-1)

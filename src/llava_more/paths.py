@@ -1,0 +1,84 @@
+"""Where every artifact of a study lives, relative to the repository root.
+
+The Snakefile, ``dvc.yaml``, the report and ``llava-more plan`` all take paths from here, so the
+layout is defined once. Datasets are shared by every study; models and results are per study.
+
+    data/pretrain/<set>/raw/{data.json, images/}      raw (generated or downloaded)
+    data/pretrain/<set>/clean.json                     validated records (quarantine.jsonl beside)
+    data/instruct/<set>/...                            same for instruction data
+    data/benchmarks/<suite>/                           local lmms-eval tasks (demo suites)
+    runs/<study>/tokenizer/                            demo tokenizer (tiny studies only)
+    runs/<study>/init/<pair>/                          initial model bundle (before training)
+    runs/<study>/stage1/<exp>/  stage2/<exp>/           finished model bundles
+    runs/<study>/work/stage{1,2}/<exp>/                resumable checkpoints (outside rule outputs)
+    results/<study>/eval/stage{1,2}/<exp>/scores.json  lmms-eval scores per model
+    results/<study>/tables/ , results/<study>/plots/   the report
+"""
+
+from __future__ import annotations
+
+DATA = "data"
+RUNS = "runs"
+RESULTS = "results"
+
+
+def pretrain_dir(name: str) -> str:
+    return f"{DATA}/pretrain/{name}"
+
+
+def instruct_dir(name: str) -> str:
+    return f"{DATA}/instruct/{name}"
+
+
+def raw_dir(data_dir: str) -> str:
+    """The dataset as generated or downloaded: ``data.json`` plus its image root."""
+    return f"{data_dir}/raw"
+
+
+def raw_json(data_dir: str) -> str:
+    return f"{data_dir}/raw/data.json"
+
+
+def clean_json(data_dir: str) -> str:
+    return f"{data_dir}/clean.json"
+
+
+def quarantine(data_dir: str) -> str:
+    return f"{data_dir}/quarantine.jsonl"
+
+
+def image_root(data_dir: str) -> str:
+    """Image paths in the LLaVA JSON are relative to this folder."""
+    return f"{data_dir}/raw"
+
+
+def benchmarks_dir(suite: str) -> str:
+    return f"{DATA}/benchmarks/{suite}"
+
+
+def tokenizer_dir(study: str) -> str:
+    return f"{RUNS}/{study}/tokenizer"
+
+
+def init_dir(study: str, pair: str) -> str:
+    return f"{RUNS}/{study}/init/{pair}"
+
+
+def stage_dir(study: str, stage: int, exp: str) -> str:
+    return f"{RUNS}/{study}/stage{stage}/{exp}"
+
+
+def work_dir(study: str, stage: int, exp: str) -> str:
+    return f"{RUNS}/{study}/work/stage{stage}/{exp}"
+
+
+def scores(study: str, stage: int, exp: str) -> str:
+    return f"{RESULTS}/{study}/eval/stage{stage}/{exp}/scores.json"
+
+
+def tables_dir(study: str) -> str:
+    return f"{RESULTS}/{study}/tables"
+
+
+def plots_dir(study: str) -> str:
+    return f"{RESULTS}/{study}/plots"

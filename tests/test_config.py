@@ -1,0 +1,147 @@
+"""params.yaml validation: every kind of mistake stops early with a message naming the key."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llava_more.config import load_params, parse_params
+from llava_more.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def parse(raw, **kw):
+    return parse_params(raw, base_dir=ROOT, **kw)
+
+
+def test_repository_params_are_valid():
+    params = load_params(ROOT / "params.yaml")
+    study = params.study()
+    assert study.name == params.default_study == "demo"
+    assert study.experiments, "the demo study has experiments"
+    for rows in study.tables.values():
+        assert set(rows) <= {e.id for e in study.experiments}
+
+
+def test_experiment_blocks_expand_as_a_matrix_and_deduplicate():
+    raw = copy.deepcopy(RAW)
+    raw["studies"]["demo"]["experiments"] = [
+        {"llm": ["llama3.1-8b", "gemma2-2b"], "vision": ["clip-l-336", "siglip2-so400m-384"], "pretrain": "demo-lcs"},
+        {"llm": "llama3.1-8b", "vision": "clip-l-336", "pretrain": "demo-lcs"},  # duplicate of the first
+        {"llm": "llama3.1-8b", "vision": "clip-l-336", "s2": [False, True], "pretrain": "demo-lcs"},
+    ]
+    raw["studies"]["demo"]["tables"] = {"table3_s2": {"llm": "llama3.1-8b", "vision": "clip-l-336"}}
+    study = parse(raw).study("demo")
+    ids = [e.id for e in study.experiments]
+    assert ids == [
+        "llama3.1-8b_clip-l-336_demo-lcs",
+        "llama3.1-8b_siglip2-so400m-384_demo-lcs",
+        "gemma2-2b_clip-l-336_demo-lcs",
+        "gemma2-2b_siglip2-so400m-384_demo-lcs",
+        "llama3.1-8b_clip-l-336_s2_demo-lcs",
+    ]
+    assert study.tables["table3_s2"] == ("llama3.1-8b_clip-l-336_demo-lcs", "llama3.1-8b_clip-l-336_s2_demo-lcs")
+    # The S2 and non-S2 variants start from different initial models.
+    assert set(study.pairs) == {
+        "llama3.1-8b_clip-l-336", "llama3.1-8b_siglip2-so400m-384", "gemma2-2b_clip-l-336",
+        "gemma2-2b_siglip2-so400m-384", "llama3.1-8b_clip-l-336_s2",
+    }
+
+
+def _broken(edit):
+    raw = copy.deepcopy(RAW)
+    edit(raw)
+    return raw
+
+
+BAD = {
+    "unknown top-level key": (lambda r: r.update(studie={}), r"studie: unknown key \(did you mean 'studies'\?\)"),
+    "unknown key in an experiment": (
+        lambda r: r["studies"]["demo"]["experiments"][0].update(vison="clip-l-336"),
+        r"studies\.demo\.experiments\[0\]\.vison: unknown key \(did you mean 'vision'\?\)",
+    ),
+    "unknown protocol key": (
+        lambda r: r["protocols"]["demo"]["stage1"].update(learning_rate=1.0),
+        r"protocols\.demo\.stage1\.learning_rate: unknown key",
+    ),
+    "wrong type": (
+        lambda r: r["protocols"]["demo"]["stage2"].update(global_batch="big"),
+        r"protocols\.demo\.stage2\.global_batch: expected int",
+    ),
+    "batch not divisible": (
+        lambda r: r["protocols"]["demo"]["stage2"].update(per_device_batch=5),
+        r"global_batch 32 is not a multiple of per_device_batch 5",
+    ),
+    "unknown pretrain set": (
+        lambda r: r["studies"]["demo"]["experiments"][0].update(pretrain="demo-lsc"),
+        r"experiments\[0\]\.pretrain: 'demo-lsc' is not a pretrain_data entry",
+    ),
+    "missing dataset path": (
+        lambda r: r["pretrain_data"]["lcs"].update(local_path="/nonexistent/LLaVA-Pretrain"),
+        r"pretrain_data\.lcs\.local_path: /nonexistent/LLaVA-Pretrain does not exist",
+    ),
+    "unknown study": (lambda r: r.update(study="papr"), r"study: 'papr' is not one of the defined studies"),
+    "table matching nothing": (
+        lambda r: r["studies"]["demo"].update(tables={"table2_vision": {"vision": "dinov2-l-224"}}),
+        r"studies\.demo\.tables\.table2_vision: the filter .* matches no experiment",
+    ),
+    "unknown demo kind": (
+        lambda r: r["pretrain_data"]["demo-lcs"].update(kind="blip"),
+        r"pretrain_data\.demo-lcs\.kind: 'blip' is not one of lcs, alttext, recap, mix",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_params_name_the_problem(case):
+    edit, message = BAD[case]
+    with pytest.raises(ConfigError, match=message):
+        parse(_broken(edit), check_backbones=False)
+
+
+BAD_BACKBONES = {
+    "unknown llm": (
+        lambda r: r["studies"]["demo"]["experiments"][0].update(llm="llama4-8b"),
+        r"experiments\[0\]\.llm: unknown LLM id 'llama4-8b'; valid ids: .*llama3\.1-8b",
+    ),
+    "unknown vision": (
+        lambda r: r["studies"]["demo"]["experiments"][0].update(vision="clip-b-224"),
+        r"experiments\[0\]\.vision: unknown vision.* id 'clip-b-224'; valid ids: .*clip-l-336",
+    ),
+    "bad s2 scales": (
+        lambda r: r["studies"]["demo"]["experiments"][0].update(s2=True, s2_scales=[48, 100]),
+        r"experiments\[0\]\.s2_scales: .*100",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BACKBONES))
+def test_bad_backbones_list_the_valid_ids(case):
+    edit, message = BAD_BACKBONES[case]
+    with pytest.raises(ConfigError, match=message):
+        parse(_broken(edit))
+
+
+def test_cli_reports_a_bad_params_file_in_one_line_within_five_seconds(tmp_path):
+    bad = _broken(lambda r: r["studies"]["demo"]["experiments"][0].update(vision="clip-b-224"))
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "llava_more", "check-params", "--params", str(path)],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "clip-b-224" in lines[0] and "clip-l-336" in lines[0], proc.stderr
+    assert elapsed < 5, f"validation took {elapsed:.1f}s"

@@ -1,0 +1,53 @@
+# Datasets: generate (demo) or fetch (real), then validate into clean.json + quarantine.jsonl.
+
+DEMO_PRETRAIN = [n for n, src in PARAMS.pretrain_data.items() if src.is_demo]
+DEMO_INSTRUCT = [n for n, src in PARAMS.instruct_data.items() if src.is_demo]
+
+
+def data_dir(kind, name):
+    return paths.pretrain_dir(name) if kind == "pretrain" else paths.instruct_dir(name)
+
+
+rule demo_pretrain_data:
+    output:
+        directory(paths.raw_dir(paths.pretrain_dir("{name}"))),
+    wildcard_constraints:
+        name=one_of(DEMO_PRETRAIN) if DEMO_PRETRAIN else "^$",
+    params:
+        src=lambda w: PARAMS.pretrain_data[w.name],
+    log:
+        "logs/data/pretrain_{name}.log",
+    shell:
+        "{LLAVA} make-demo-data pretrain --kind {params.src.options[kind]} --size {params.src.options[size]}"
+        " --seed {params.src.options[seed]} --out {output} > {log} 2>&1"
+
+
+rule demo_instruct_data:
+    output:
+        directory(paths.raw_dir(paths.instruct_dir("{name}"))),
+    wildcard_constraints:
+        name=one_of(DEMO_INSTRUCT) if DEMO_INSTRUCT else "^$",
+    params:
+        src=lambda w: PARAMS.instruct_data[w.name],
+    log:
+        "logs/data/instruct_{name}.log",
+    shell:
+        "{LLAVA} make-demo-data instruct --size {params.src.options[size]} --seed {params.src.options[seed]}"
+        " --out {output} > {log} 2>&1"
+
+
+rule validate_data:
+    input:
+        lambda w: paths.raw_dir(data_dir(w.kind, w.name)),
+    output:
+        clean="data/{kind}/{name}/clean.json",
+        quarantine="data/{kind}/{name}/quarantine.jsonl",
+    wildcard_constraints:
+        kind="pretrain|instruct",
+    params:
+        max_bad=PARAMS.max_bad_fraction,
+    log:
+        "logs/data/validate_{kind}_{name}.log",
+    shell:
+        "{LLAVA} validate-data --json {input}/data.json --image-root {input} --quarantine {output.quarantine}"
+        " --clean-out {output.clean} --max-bad-fraction {params.max_bad} > {log} 2>&1"

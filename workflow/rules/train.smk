@@ -1,0 +1,35 @@
+# Stage 1 (projector alignment on a pre-training set) and stage 2 (instruction tuning).
+# Resumable checkpoints live in runs/<study>/work/, outside the declared outputs, so a failed or
+# requeued job keeps them; only the finished model bundle is the rule's output.
+
+
+def stage_input(w):
+    exp = STUDY.experiment(w.exp)
+    if w.stage == "1":
+        return {
+            "init": paths.init_dir(S, exp.pair_id),
+            "data": paths.clean_json(paths.pretrain_dir(exp.pretrain)),
+            "root": paths.raw_dir(paths.pretrain_dir(exp.pretrain)),
+        }
+    return {
+        "init": paths.stage_dir(S, 1, w.exp),
+        "data": paths.clean_json(paths.instruct_dir(STUDY.instruct)),
+        "root": paths.raw_dir(paths.instruct_dir(STUDY.instruct)),
+    }
+
+
+rule train:
+    input:
+        unpack(stage_input),
+    output:
+        directory(paths.stage_dir(S, "{stage}", "{exp}")),
+    params:
+        work=lambda w: paths.work_dir(S, w.stage, w.exp),
+        protocol=STUDY.protocol,
+    threads: 1
+    log:
+        f"logs/{S}/stage{{stage}}_{{exp}}.log",
+    shell:
+        "OMP_NUM_THREADS={threads} {LLAVA} train --stage {wildcards.stage} --init {input.init}"
+        " --data {input.data} --image-root {input.root} --out {output} --work-dir {params.work}"
+        " --params params.yaml --protocol {params.protocol} > {log} 2>&1"
