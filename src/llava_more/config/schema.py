@@ -19,7 +19,7 @@ import yaml
 from llava_more.errors import ConfigError
 
 SIZES = ("tiny", "real")
-TABLE_NAMES = ("table1_llm", "table2_vision", "table3_s2", "table4_pretrain_data")
+TABLE_NAMES = ("table1_llm", "table2_vision", "table3_s2", "table4_pretrain_data", "readme")
 EXPERIMENT_KEYS = ("llm", "vision", "s2", "pretrain")
 
 
@@ -292,14 +292,22 @@ def _expand_block(raw: Any, path: str, default_pretrain: str | None) -> list[Exp
 
 
 def _table_rows(name: str, raw: Any, path: str, experiments: tuple[Experiment, ...]) -> tuple[str, ...]:
-    raw = _check_keys(raw, path, EXPERIMENT_KEYS)
-    rows = []
-    for exp in experiments:
-        if all(exp.value(k) in (v if isinstance(v, list) else [v]) for k, v in raw.items()):
-            rows.append(exp.id)
-    if not rows:
-        raise ConfigError(f"{path}: the filter {dict(raw)} matches no experiment of the study")
-    return tuple(rows)
+    """A table is a filter over the study's experiments, or a list of filters (their union)."""
+    filters = raw if isinstance(raw, list) else [raw]
+    rows: list[str] = []
+    for i, flt in enumerate(filters):
+        where = f"{path}[{i}]" if isinstance(raw, list) else path
+        flt = _check_keys(flt, where, EXPERIMENT_KEYS)
+        matched = [
+            exp.id for exp in experiments
+            if all(exp.value(k) in (v if isinstance(v, list) else [v]) for k, v in flt.items())
+        ]
+        if not matched:
+            raise ConfigError(f"{where}: the filter {dict(flt)} matches no experiment of the study")
+        rows += [m for m in matched if m not in rows]
+    # Rows follow the study's experiment order, whatever the filter order.
+    order = {exp.id: i for i, exp in enumerate(experiments)}
+    return tuple(sorted(rows, key=order.__getitem__))
 
 
 @dataclass(frozen=True)
