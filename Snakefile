@@ -30,13 +30,15 @@ wildcard_constraints:
     stage="1|2",
 
 
+# The default target (first rule). Note: `--config` takes every argument after it, so name targets
+# before it: `snakemake all --config study=paper`, or just `snakemake --config study=paper`.
+rule all:
+    input:
+        paths.tables_dir(S),
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/eval.smk"
 include: "workflow/rules/report.smk"
-
-
-rule all:
-    input:
-        paths.tables_dir(S),

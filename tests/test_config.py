@@ -34,7 +34,11 @@ def test_repository_params_are_valid():
 def test_experiment_blocks_expand_as_a_matrix_and_deduplicate():
     raw = copy.deepcopy(RAW)
     raw["studies"]["demo"]["experiments"] = [
-        {"llm": ["llama3.1-8b", "gemma2-2b"], "vision": ["clip-l-336", "siglip2-so400m-384"], "pretrain": "demo-lcs"},
+        {
+            "llm": ["llama3.1-8b", "gemma2-2b"],
+            "vision": ["clip-l-336", "siglip2-so400m-384"],
+            "pretrain": "demo-lcs",
+        },
         {"llm": "llama3.1-8b", "vision": "clip-l-336", "pretrain": "demo-lcs"},  # duplicate of the first
         {"llm": "llama3.1-8b", "vision": "clip-l-336", "s2": [False, True], "pretrain": "demo-lcs"},
     ]
@@ -48,11 +52,17 @@ def test_experiment_blocks_expand_as_a_matrix_and_deduplicate():
         "gemma2-2b_siglip2-so400m-384_demo-lcs",
         "llama3.1-8b_clip-l-336_s2_demo-lcs",
     ]
-    assert study.tables["table3_s2"] == ("llama3.1-8b_clip-l-336_demo-lcs", "llama3.1-8b_clip-l-336_s2_demo-lcs")
+    assert study.tables["table3_s2"] == (
+        "llama3.1-8b_clip-l-336_demo-lcs",
+        "llama3.1-8b_clip-l-336_s2_demo-lcs",
+    )
     # The S2 and non-S2 variants start from different initial models.
     assert set(study.pairs) == {
-        "llama3.1-8b_clip-l-336", "llama3.1-8b_siglip2-so400m-384", "gemma2-2b_clip-l-336",
-        "gemma2-2b_siglip2-so400m-384", "llama3.1-8b_clip-l-336_s2",
+        "llama3.1-8b_clip-l-336",
+        "llama3.1-8b_siglip2-so400m-384",
+        "gemma2-2b_clip-l-336",
+        "gemma2-2b_siglip2-so400m-384",
+        "llama3.1-8b_clip-l-336_s2",
     }
 
 
@@ -63,7 +73,10 @@ def _broken(edit):
 
 
 BAD = {
-    "unknown top-level key": (lambda r: r.update(studie={}), r"studie: unknown key \(did you mean 'studies'\?\)"),
+    "unknown top-level key": (
+        lambda r: r.update(studie={}),
+        r"studie: unknown key \(did you mean 'studies'\?\)",
+    ),
     "unknown key in an experiment": (
         lambda r: r["studies"]["demo"]["experiments"][0].update(vison="clip-l-336"),
         r"studies\.demo\.experiments\[0\]\.vison: unknown key \(did you mean 'vision'\?\)",
@@ -90,7 +103,7 @@ BAD = {
     ),
     "unknown study": (lambda r: r.update(study="papr"), r"study: 'papr' is not one of the defined studies"),
     "table matching nothing": (
-        lambda r: r["studies"]["demo"].update(tables={"table2_vision": {"vision": "dinov2-l-224"}}),
+        lambda r: r["studies"]["demo"].update(tables={"table2_vision": {"llm": "vicuna-7b-v1.5"}}),
         r"studies\.demo\.tables\.table2_vision: the filter .* matches no experiment",
     ),
     "unknown demo kind": (
@@ -137,7 +150,9 @@ def test_cli_reports_a_bad_params_file_in_one_line_within_five_seconds(tmp_path)
     start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "llava_more", "check-params", "--params", str(path)],
-        capture_output=True, text=True, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     elapsed = time.monotonic() - start
     assert proc.returncode == 2

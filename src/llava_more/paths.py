@@ -3,7 +3,7 @@
 The Snakefile, ``dvc.yaml``, the report and ``llava-more plan`` all take paths from here, so the
 layout is defined once. Datasets are shared by every study; models and results are per study.
 
-    data/pretrain/<set>/raw/{data.json, images/}      raw (generated or downloaded)
+    data/pretrain/<set>/raw/{data.json, images/, manifest.json}   raw (generated or downloaded)
     data/pretrain/<set>/clean.json                     validated records (quarantine.jsonl beside)
     data/instruct/<set>/...                            same for instruction data
     data/benchmarks/<suite>/                           local lmms-eval tasks (demo suites)
@@ -48,8 +48,8 @@ def quarantine(data_dir: str) -> str:
 
 
 def image_root(data_dir: str) -> str:
-    """Image paths in the LLaVA JSON are relative to this folder."""
-    return f"{data_dir}/raw"
+    """Image paths in the LLaVA JSON are relative to this folder (as in LCS-558K)."""
+    return f"{data_dir}/raw/images"
 
 
 def benchmarks_dir(suite: str) -> str:

@@ -49,5 +49,5 @@ rule validate_data:
     log:
         "logs/data/validate_{kind}_{name}.log",
     shell:
-        "{LLAVA} validate-data --json {input}/data.json --image-root {input} --quarantine {output.quarantine}"
+        "{LLAVA} validate-data --json {input}/data.json --image-root {input}/images --quarantine {output.quarantine}"
         " --clean-out {output.clean} --max-bad-fraction {params.max_bad} > {log} 2>&1"

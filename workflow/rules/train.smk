@@ -9,13 +9,17 @@ def stage_input(w):
         return {
             "init": paths.init_dir(S, exp.pair_id),
             "data": paths.clean_json(paths.pretrain_dir(exp.pretrain)),
-            "root": paths.raw_dir(paths.pretrain_dir(exp.pretrain)),
         }
     return {
         "init": paths.stage_dir(S, 1, w.exp),
         "data": paths.clean_json(paths.instruct_dir(STUDY.instruct)),
-        "root": paths.raw_dir(paths.instruct_dir(STUDY.instruct)),
     }
+
+
+def image_root(w):
+    exp = STUDY.experiment(w.exp)
+    data = paths.pretrain_dir(exp.pretrain) if w.stage == "1" else paths.instruct_dir(STUDY.instruct)
+    return paths.image_root(data)
 
 
 rule train:
@@ -25,11 +29,12 @@ rule train:
         directory(paths.stage_dir(S, "{stage}", "{exp}")),
     params:
         work=lambda w: paths.work_dir(S, w.stage, w.exp),
+        root=image_root,
         protocol=STUDY.protocol,
     threads: 1
     log:
         f"logs/{S}/stage{{stage}}_{{exp}}.log",
     shell:
         "OMP_NUM_THREADS={threads} {LLAVA} train --stage {wildcards.stage} --init {input.init}"
-        " --data {input.data} --image-root {input.root} --out {output} --work-dir {params.work}"
+        " --data {input.data} --image-root {params.root} --out {output} --work-dir {params.work}"
         " --params params.yaml --protocol {params.protocol} > {log} 2>&1"

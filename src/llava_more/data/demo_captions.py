@@ -140,8 +140,15 @@ def recap_caption(scene: Scene, rng: random.Random) -> str:
 
 
 def _place(shape: Shape) -> str:
+    """``"in the center"``, ``"at the top"``, ``"on the left"``, ``"in the top left corner"`` (+ of the image)."""
     position = shape.position
-    return "in the center of the image" if position == "center" else f"in the {position} of the image"
+    if position == "center":
+        return "in the center of the image"
+    if position in ("top", "bottom"):
+        return f"at the {position} of the image"
+    if position in ("left", "right"):
+        return f"on the {position} side of the image"
+    return f"in the {position} corner of the image"
 
 
 def _count_phrase(n: int) -> str:

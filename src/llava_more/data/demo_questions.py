@@ -74,9 +74,7 @@ def prompt_text(qa: QA) -> str:
 def short_answer_candidates(scene: Scene) -> list[tuple[str, str]]:
     """Every (question, answer) with one unambiguous short answer, in a fixed order."""
     main = world.main_shape(scene)
-    qas: list[tuple[str, str]] = [
-        (f"What color is the {s.kind}?", s.color) for s in scene.shapes
-    ]
+    qas: list[tuple[str, str]] = [(f"What color is the {s.kind}?", s.color) for s in scene.shapes]
     qas += [(f"What shape is the {s.color} object?", s.kind) for s in scene.shapes]
     qas += [
         ("How many shapes are there?", str(world.count_shapes(scene))),
@@ -121,15 +119,23 @@ def existence_question(scene: Scene, rng: random.Random, answer: bool | None = N
         return QA(EXISTENCE, f"Is there {world.with_article(kind)} in the image?", "yes" if answer else "no")
     if form == "color":
         color = rng.choice(scene.shapes).color if answer else rng.choice(world.absent_colors(scene))
-        return QA(EXISTENCE, f"Is there {world.with_article(color)} shape in the image?", "yes" if answer else "no")
+        return QA(
+            EXISTENCE, f"Is there {world.with_article(color)} shape in the image?", "yes" if answer else "no"
+        )
     if answer:
         shape = rng.choice(scene.shapes)
         color, kind = shape.color, shape.kind
     else:
         absent = world.absent_objects(scene)
-        near = [(c, k) for c, k in absent if world.has_object(scene, color=c) or world.has_object(scene, kind=k)]
+        near = [
+            (c, k) for c, k in absent if world.has_object(scene, color=c) or world.has_object(scene, kind=k)
+        ]
         color, kind = rng.choice(near if near and rng.random() < 0.5 else absent)
-    return QA(EXISTENCE, f"Is there {world.with_article(color + ' ' + kind)} in the image?", "yes" if answer else "no")
+    return QA(
+        EXISTENCE,
+        f"Is there {world.with_article(color + ' ' + kind)} in the image?",
+        "yes" if answer else "no",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,7 +152,11 @@ def multiple_choice_question(scene: Scene, rng: random.Random, n_choices: int = 
     elif topic == "kind":
         question, correct, pool = "Which shape is the biggest in the image?", main.kind, list(world.SHAPES)
     else:
-        question, correct, pool = "How many shapes are in the image?", str(world.count_shapes(scene)), ["1", "2", "3", "4"]
+        question, correct, pool = (
+            "How many shapes are in the image?",
+            str(world.count_shapes(scene)),
+            ["1", "2", "3", "4"],
+        )
     wrong = [c for c in pool if c != correct]
     options = [correct, *rng.sample(wrong, min(n_choices - 1, len(wrong)))]
     rng.shuffle(options)

@@ -87,7 +87,8 @@ class Scene:
             "background": self.background,
             "word": self.word,
             "shapes": [
-                {"kind": s.kind, "color": s.color, "row": s.row, "col": s.col, "size": s.size} for s in self.shapes
+                {"kind": s.kind, "color": s.color, "row": s.row, "col": s.col, "size": s.size}
+                for s in self.shapes
             ],
         }
 

@@ -15,39 +15,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llava_more.errors import ConfigError
+from llava_more.model.s2_scales import validate_s2_scales
 
-
-def validate_s2_scales(scales: Sequence[int], base_size: int, encoder: str) -> tuple[int, ...]:
-    """Return ``scales`` as a tuple, or raise ``ConfigError`` naming the first bad scale.
-
-    The first scale must be the encoder's input size, the others multiples of it (each tile is one
-    encoder pass at its native resolution: SigLIP's position embeddings cannot be interpolated),
-    strictly increasing.
-    """
-    scales = tuple(scales)
-    fix = f"S2 scales for {encoder} must start at {base_size} and be increasing multiples of it, e.g. " + (
-        f"[{base_size}, {2 * base_size}, {3 * base_size}]"
-    )
-    if not scales:
-        raise ConfigError(f"empty S2 scale list; {fix}")
-    for index, scale in enumerate(scales):
-        if isinstance(scale, bool) or not isinstance(scale, int) or scale <= 0:
-            raise ConfigError(f"S2 scale {scale!r} is not a positive integer; {fix}")
-        if index == 0 and scale != base_size:
-            raise ConfigError(f"first S2 scale {scale} is not the encoder's input size {base_size}; {fix}")
-        if scale % base_size:
-            raise ConfigError(f"S2 scale {scale} is not a multiple of {base_size}; {fix}")
-        if index and scale <= scales[index - 1]:
-            raise ConfigError(f"S2 scale {scale} does not increase after {scales[index - 1]}; {fix}")
-    return scales
+__all__ = ["s2_features", "validate_s2_scales"]
 
 
 def _tiles(images: torch.Tensor, scale: int, base_size: int) -> torch.Tensor:
     """(B, C, S, S) -> (B * n * n, C, base, base), tiles in row-major order per image."""
     if images.shape[-1] != scale or images.shape[-2] != scale:
-        # Antialiasing matters when shrinking the largest-scale input to the smaller scales.
-        images = F.interpolate(images, size=(scale, scale), mode="bicubic", align_corners=False, antialias=True)
+        # Antialiasing matters when shrinking the largest-scale input to the smaller scales; the
+        # antialiased kernel has no bf16/fp16 version, so resize in fp32 and cast back.
+        images = F.interpolate(
+            images.float(), size=(scale, scale), mode="bicubic", align_corners=False, antialias=True
+        ).to(images.dtype)
     n = scale // base_size
     batch, channels = images.shape[:2]
     tiles = images.reshape(batch, channels, n, base_size, n, base_size).permute(0, 2, 4, 1, 3, 5)

@@ -6,7 +6,9 @@ from llava_more.errors import UnknownBackboneError
 from llava_more.model.llm import gemma2, llama, phi, phi3
 from llava_more.model.llm.base import SIZES, LLMSpec
 
-_REGISTRY: dict[str, LLMSpec] = {spec.id: spec for module in (llama, gemma2, phi3, phi) for spec in module.SPECS}
+_REGISTRY: dict[str, LLMSpec] = {
+    spec.id: spec for module in (llama, gemma2, phi3, phi) for spec in module.SPECS
+}
 
 
 def get_llm(llm_id: str) -> LLMSpec:

@@ -8,12 +8,14 @@ rotary embeddings, tied embeddings), for the demo pipeline and the tests.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
-from typing import Any
-
-from transformers import PretrainedConfig
+from typing import TYPE_CHECKING, Any
 
 from llava_more.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 SIZES = ("real", "tiny")
 
@@ -31,6 +33,12 @@ TINY_TRUNK: dict[str, Any] = {
 TINY_DEFAULT_VOCAB = 512
 
 
+def transformers_class(name: str) -> Any:
+    """A transformers class by name, imported on first use: the registries stay torch-free, so
+    validating params.yaml does not pay for importing torch."""
+    return getattr(importlib.import_module("transformers"), name)
+
+
 def check_size(size: str) -> str:
     if size not in SIZES:
         raise ConfigError(f"unknown model size {size!r}; valid sizes: {', '.join(SIZES)}")
@@ -41,10 +49,11 @@ def check_size(size: str) -> str:
 class LLMSpec:
     """One LLM backbone.
 
-    ``family`` is the transformers ``model_type`` of the text model. ``real`` holds the published
-    config values, ``tiny`` the tiny twin's overrides (merged over the real values and ``TINY_TRUNK``). ``pad_token`` is the
-    token the training batches pad with for this LLM (a token that exists in its real tokenizer and
-    is never supervised); the text module owns the tokenizer and applies it.
+    ``family`` is the transformers ``model_type`` of the text model, ``config_class_name`` its
+    transformers config class. ``real`` holds the published
+    config values, ``tiny`` the tiny twin's overrides (merged over the real values and
+    ``TINY_TRUNK``). ``pad_token`` is the pad token the real tokenizer offers for this LLM (None:
+    it has none and the text module's ``apply_template`` adds one); the text templates decide.
     ``lm_head_bias`` is true for LLMs whose output layer has a bias (Phi-2), which transformers'
     plain LLaVA head lacks.
     """
@@ -53,7 +62,7 @@ class LLMSpec:
     hf_id: str
     family: str
     template: str
-    config_class: type[PretrainedConfig]
+    config_class_name: str
     real: dict[str, Any]
     tiny: dict[str, Any] = field(default_factory=dict)
     pad_token: str | None = None
@@ -71,6 +80,10 @@ class LLMSpec:
         if vocab_size is not None:
             values["vocab_size"] = vocab_size
         return self.config_class(**values)
+
+    @property
+    def config_class(self) -> type[PretrainedConfig]:
+        return transformers_class(self.config_class_name)
 
     @property
     def tie_word_embeddings(self) -> bool:

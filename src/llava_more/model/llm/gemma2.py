@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from transformers import Gemma2Config
-
 from llava_more.model.llm.base import LLMSpec
 
 _GEMMA2 = {
@@ -32,7 +30,7 @@ SPECS = (
         hf_id="google/gemma-2-2b-it",
         family="gemma2",
         template="gemma2",
-        config_class=Gemma2Config,
+        config_class_name="Gemma2Config",
         real={
             **_GEMMA2,
             "hidden_size": 2304,
@@ -49,7 +47,7 @@ SPECS = (
         hf_id="google/gemma-2-9b-it",
         family="gemma2",
         template="gemma2",
-        config_class=Gemma2Config,
+        config_class_name="Gemma2Config",
         real={
             **_GEMMA2,
             "hidden_size": 3584,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from transformers import LlamaConfig
-
 from llava_more.model.llm.base import LLMSpec
 
 # Llama-3.1's long-context rope (also inherited by the R1 distill, which starts from Llama-3.1-8B).
@@ -35,7 +33,7 @@ SPECS = (
         hf_id="meta-llama/Llama-3.1-8B-Instruct",
         family="llama",
         template="llama3.1",
-        config_class=LlamaConfig,
+        config_class_name="LlamaConfig",
         real={
             **_LLAMA3_8B,
             "max_position_embeddings": 131072,
@@ -49,36 +47,33 @@ SPECS = (
         hf_id="deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
         family="llama",
         template="deepseek_r1",
-        config_class=LlamaConfig,
+        config_class_name="LlamaConfig",
         real={
             **_LLAMA3_8B,
             "max_position_embeddings": 131072,
             "rope_parameters": _LLAMA31_ROPE,
             "eos_token_id": 128001,
         },
-        pad_token="<｜end▁of▁sentence｜>",
     ),
     LLMSpec(
         id="llama3-8b",
         hf_id="meta-llama/Meta-Llama-3-8B-Instruct",
         family="llama",
         template="llama3",
-        config_class=LlamaConfig,
+        config_class_name="LlamaConfig",
         real={
             **_LLAMA3_8B,
             "max_position_embeddings": 8192,
             "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0},
             "eos_token_id": 128009,
         },
-        # Llama-3 has no pad token; its first reserved special token is never produced or supervised.
-        pad_token="<|reserved_special_token_0|>",
     ),
     LLMSpec(
         id="vicuna-7b-v1.5",
         hf_id="lmsys/vicuna-7b-v1.5",
         family="llama",
         template="vicuna_v1",
-        config_class=LlamaConfig,
+        config_class_name="LlamaConfig",
         real={
             "vocab_size": 32000,
             "hidden_size": 4096,
@@ -95,8 +90,6 @@ SPECS = (
             "eos_token_id": 2,
             "pad_token_id": 0,
         },
-        # LLaVA-1.5 pads Vicuna with <unk>.
-        pad_token="<unk>",
         tiny={"num_key_value_heads": 4},  # Vicuna has no grouped-query attention
     ),
 )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from transformers import PhiConfig
-
 from llava_more.model.llm.base import LLMSpec
 
 SPECS = (
@@ -12,7 +10,7 @@ SPECS = (
         hf_id="microsoft/phi-2",
         family="phi",
         template="phi2",
-        config_class=PhiConfig,
+        config_class_name="PhiConfig",
         real={
             "vocab_size": 51200,
             "hidden_size": 2560,
@@ -30,7 +28,6 @@ SPECS = (
             "eos_token_id": 50256,
         },
         tiny={"num_key_value_heads": 4},
-        pad_token="<|endoftext|>",
         lm_head_bias=True,
     ),
 )

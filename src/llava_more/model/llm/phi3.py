@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from transformers import Phi3Config
-
 from llava_more.model.llm.base import LLMSpec
 
 SPECS = (
@@ -12,7 +10,7 @@ SPECS = (
         hf_id="microsoft/Phi-4-mini-instruct",
         family="phi3",
         template="phi4",
-        config_class=Phi3Config,
+        config_class_name="Phi3Config",
         real={
             "vocab_size": 200064,
             "hidden_size": 3072,

@@ -1,0 +1,197 @@
+"""Run lmms-eval on one model bundle and check that it really produced every expected number.
+
+lmms-eval exits 0 even when a task failed (it logs "Error during evaluation"), so the exit status
+says nothing. After the run we require: one results JSON, a result for every task, every metric a
+column reads present and numeric, and as many logged samples as documents asked for. Anything
+missing raises ``EvaluationFailed`` naming the task and why. Then ``scores.json`` (paper column ->
+value, in the paper's units) is written for the report.
+
+lmms-eval runs in a subprocess (``python -m lmms_eval``): its logging setup and ``sys.exit`` stay
+out of our process, and its whole output is kept in ``lmms_eval.log`` beside the scores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from llava_more.errors import EvaluationFailed, UserError
+from llava_more.eval.benchmarks import Benchmark, get_benchmark, write_overlays
+from llava_more.eval.lmms_plugin import MODEL_NAME
+
+SCORES_FILE = "scores.json"
+LOG_FILE = "lmms_eval.log"
+RAW_DIR = "lmms_eval"  # lmms-eval's own output (results JSON + per-sample logs)
+OVERLAY_DIR = "tasks"
+
+
+def _model_args(model_dir: Path, device: str, max_new_tokens: int | None) -> str:
+    if "," in str(model_dir) or "=" in str(model_dir):
+        raise UserError(f"{model_dir}: lmms-eval's model_args cannot carry a path with ',' or '='; move the model")
+    args = f"pretrained={model_dir},device={device}"
+    return args + (f",max_new_tokens={max_new_tokens}" if max_new_tokens else "")
+
+
+def _expected_docs(original: int, limit: float | None) -> int:
+    """How many documents lmms-eval should evaluate under ``--limit`` (its own rule)."""
+    if limit is None or limit < 0:
+        return original
+    if limit < 1:
+        return int(math.ceil(original * limit))
+    return min(original, int(limit))
+
+
+def _last_error(log_path: Path) -> str:
+    """The most telling line of a failed lmms-eval log (its last error, else its last line)."""
+    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error" in line or "error" in line or "Traceback" in line:
+            return line[-300:]
+    return lines[-1][-300:] if lines else "(empty log)"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_task(bench: Benchmark, results: dict, raw_dir: Path, limit: float | None) -> dict[str, float]:
+    task = bench.task
+    if task not in results.get("results", {}):
+        raise EvaluationFailed(f"{bench.name}: lmms-eval wrote no result for task {task!r}; see {raw_dir.parent / LOG_FILE}")
+    metrics = results["results"][task]
+    for column, spec in bench.columns.items():
+        if not _is_number(metrics.get(spec.metric)):
+            raise EvaluationFailed(
+                f"{bench.name}: metric {spec.metric!r} (column {column}) is {metrics.get(spec.metric)!r} in "
+                f"results[{task!r}]; the task ran but did not score"
+            )
+    counts = results.get("n-samples", {}).get(task)
+    if not counts:
+        raise EvaluationFailed(f"{bench.name}: lmms-eval recorded no sample count for task {task!r}")
+    expected = _expected_docs(int(counts["original"]), limit)
+    if int(counts["effective"]) != expected:
+        raise EvaluationFailed(
+            f"{bench.name}: lmms-eval evaluated {counts['effective']} of {expected} documents of task {task!r}"
+        )
+    sample_files = list(raw_dir.rglob(f"*_samples_{task}.jsonl"))
+    logged = sum(1 for f in sample_files for line in f.read_text().splitlines() if line.strip())
+    if logged != expected:
+        raise EvaluationFailed(f"{bench.name}: {logged} samples logged for task {task!r}, {expected} expected; samples were lost")
+    return {key: value for key, value in metrics.items() if _is_number(value)}
+
+
+def scores_from_results(
+    benches: list[Benchmark], results_file: Path, raw_dir: Path, limit: float | None
+) -> dict[str, Any]:
+    """Check one lmms-eval results JSON (and its sample logs in ``raw_dir``) and turn it into scores.
+
+    Returns ``{"benchmarks", "limit", "columns", "flags", "metrics", "n_samples"}``: ``columns`` maps
+    paper columns to values in the paper's units, ``flags`` marks columns (MMBench's share of
+    answers no rule could read), ``metrics`` keeps every numeric metric per benchmark.
+    """
+    results = json.loads(Path(results_file).read_text(encoding="utf-8"))
+    metrics = {bench.name: _check_task(bench, results, raw_dir, limit) for bench in benches}
+    columns: dict[str, float] = {}
+    flags: dict[str, dict[str, float]] = {}
+    for bench in benches:
+        task_metrics = results["results"][bench.task]
+        for column, spec in bench.columns.items():
+            columns[column] = float(task_metrics[spec.metric]) * spec.scale
+        for column, metric in bench.flags.items():
+            if _is_number(task_metrics.get(metric)):
+                flags[column] = {metric.split(",")[0]: float(task_metrics[metric])}
+    return {
+        "benchmarks": [b.name for b in benches],
+        "limit": limit,
+        "columns": columns,
+        "flags": flags,
+        "metrics": metrics,
+        "n_samples": {b.name: results["n-samples"][b.task] for b in benches},
+    }
+
+
+def run_lmms_eval(
+    model_dir: str | Path,
+    tasks: list[str],
+    include_path: str | Path | None,
+    out_dir: str | Path,
+    batch_size: int,
+    limit: float | None = None,
+    *,
+    device: str = "cpu",
+    max_new_tokens: int | None = None,
+) -> dict[str, dict[str, float]]:
+    """Evaluate ``model_dir`` on ``tasks`` (benchmark names) with lmms-eval; returns name -> metrics.
+
+    Writes ``out_dir/scores.json`` (columns, flags, raw metrics, sample counts) and keeps lmms-eval's
+    output in ``out_dir/lmms_eval/`` and its log in ``out_dir/lmms_eval.log``. Raises
+    ``EvaluationFailed`` naming the task when a result, a metric or samples are missing.
+    """
+    if not tasks:
+        raise UserError("evaluate: no tasks given")
+    benches = [get_benchmark(name) for name in tasks]
+    model_dir = Path(model_dir).resolve()
+    out = Path(out_dir)
+    names = ", ".join(tasks)
+    if not (model_dir / "llava_more.json").is_file():
+        raise EvaluationFailed(f"{names}: not evaluated, {model_dir} is not a model bundle (no llava_more.json)")
+    for bench in benches:
+        missing = [var for var in bench.needs_env if not os.environ.get(var)]
+        if missing:
+            raise EvaluationFailed(f"{bench.name}: needs {', '.join(missing)} (its GPT judge); set it or list "
+                                   f"{bench.name.removesuffix('_gpt')} (offline rule-based scoring) instead")  # fmt: skip
+    if include_path is not None and not Path(include_path).is_dir():
+        raise EvaluationFailed(f"{names}: task folder {include_path} does not exist; run `llava-more make-benchmarks`")
+
+    out.mkdir(parents=True, exist_ok=True)
+    raw_dir = out / RAW_DIR
+    shutil.rmtree(raw_dir, ignore_errors=True)
+    (out / SCORES_FILE).unlink(missing_ok=True)
+    overlays = write_overlays(tasks, out / OVERLAY_DIR)
+    if overlays and include_path is not None:
+        raise UserError(
+            f"evaluate: {', '.join(b.name for b in benches if b.overlay)} need llava-more's own task files, which "
+            "lmms-eval can only read from one --include-path; evaluate them in a separate run without --include-path"
+        )
+    search_path = Path(include_path).resolve() if include_path is not None else (out / OVERLAY_DIR if overlays else None)
+
+    command = [
+        sys.executable, "-m", "lmms_eval",
+        "--model", MODEL_NAME,
+        "--model_args", _model_args(model_dir, device, max_new_tokens),
+        "--tasks", ",".join(b.task for b in benches),
+        "--batch_size", str(int(batch_size)),
+        "--output_path", str(raw_dir.resolve()),
+        "--log_samples",
+    ]  # fmt: skip
+    if search_path is not None:
+        command += ["--include_path", str(search_path.resolve())]
+    if limit is not None:
+        limit = int(limit) if float(limit).is_integer() else float(limit)
+        command += ["--limit", str(limit)]
+    env = dict(os.environ)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if all(b.name.startswith("demo_") for b in benches):  # local data only: never wait on the network
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("HF_DATASETS_OFFLINE", "1")
+    log_path = out / LOG_FILE
+    with open(log_path, "w", encoding="utf-8") as log:
+        log.write("$ " + " ".join(command) + "\n")
+        log.flush()
+        process = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=out, env=env, check=False)
+
+    result_files = sorted(raw_dir.rglob("*_results.json"))
+    if process.returncode != 0 or not result_files:
+        raise EvaluationFailed(
+            f"{names}: lmms-eval produced no results (exit {process.returncode}): {_last_error(log_path)}; log: {log_path}"
+        )
+    scores = scores_from_results(benches, result_files[-1], raw_dir, limit)
+    scores = {"model": str(model_dir), **scores, "results_file": str(result_files[-1].relative_to(out))}
+    (out / SCORES_FILE).write_text(json.dumps(scores, indent=1) + "\n", encoding="utf-8")
+    return scores["metrics"]

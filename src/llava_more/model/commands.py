@@ -1,0 +1,101 @@
+"""``llava-more models`` (sizes and shapes of every model) and ``llava-more init-model`` (initial bundle)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from llava_more.model.llm import list_llms
+from llava_more.model.vision import list_visions
+
+_TABLE_COLUMNS = (
+    "id",
+    "model_type",
+    "llm_params",
+    "vision_params",
+    "projector_in",
+    "projector_out",
+    "image_tokens",
+)
+
+
+def _pairs(args: argparse.Namespace) -> list[tuple[str, str, tuple[int, ...] | bool | None]]:
+    """(llm, vision, s2) of the study's initial models, or of every registered pair without a study."""
+    if args.study is None:
+        return [(llm, vision, None) for llm in list_llms() for vision in list_visions()]
+    from llava_more.config import load_params
+
+    study = load_params(args.params).study(args.study)
+    pairs = []
+    for exp in study.pairs.values():
+        # Explicit scales are for the study's size; the real-size record uses the encoder's defaults.
+        scales = exp.s2_scales if (exp.s2 and exp.s2_scales and args.size == study.size) else exp.s2
+        pairs.append((exp.llm, exp.vision, scales))
+    return pairs
+
+
+def _models(args: argparse.Namespace) -> int:
+    from llava_more.model.describe import describe_model  # torch: only when the command runs
+
+    records = [describe_model(llm, vision, s2, size=args.size) for llm, vision, s2 in _pairs(args)]
+    if args.json:
+        for record in records:
+            print(json.dumps(record))
+        return 0
+    print("\t".join(_TABLE_COLUMNS))
+    for record in records:
+        print("\t".join(str(record[c]) for c in _TABLE_COLUMNS))
+    return 0
+
+
+def _init_model(args: argparse.Namespace) -> int:
+    from llava_more.model.initialize import init_model  # torch: only when the command runs
+
+    init_model(
+        args.llm,
+        args.vision,
+        size=args.size,
+        tokenizer_dir=args.tokenizer,
+        out_dir=args.out,
+        s2_scales=args.s2_scales or args.s2,
+        pretrained=args.pretrained,
+        llm_path=args.llm_path,
+        vision_path=args.vision_path,
+        seed=args.seed,
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    models = sub.add_parser(
+        "models",
+        help="parameter counts and projector / token shapes of each model (built on the meta device)",
+    )
+    models.add_argument("--json", action="store_true", help="one JSON record per line")
+    models.add_argument(
+        "--study", default=None, help="only this study's models (default: every registered pair)"
+    )
+    models.add_argument("--params", default="params.yaml", type=Path)
+    models.add_argument("--size", default="real", choices=("real", "tiny"))
+    models.set_defaults(func=_models)
+
+    init = sub.add_parser("init-model", help="build a pair's initial model and save it as a bundle")
+    init.add_argument("--llm", required=True, metavar="ID", help=f"one of: {', '.join(list_llms())}")
+    init.add_argument("--vision", required=True, metavar="ID", help=f"one of: {', '.join(list_visions())}")
+    init.add_argument(
+        "--s2", action="store_true", help="S2 multi-scale features with the encoder's default scales"
+    )
+    init.add_argument(
+        "--s2-scales", type=int, nargs="+", metavar="PX", help="explicit S2 scales (implies --s2)"
+    )
+    init.add_argument("--size", required=True, choices=("tiny", "real"))
+    init.add_argument("--tokenizer", required=True, type=Path, metavar="DIR", help="tokenizer folder")
+    init.add_argument("--out", required=True, type=Path, metavar="DIR", help="bundle folder to write")
+    init.add_argument("--pretrained", action="store_true", help="load the LLM and encoder checkpoints")
+    init.add_argument("--llm-path", default=None, help="LLM checkpoint (default: the registry's HF id)")
+    init.add_argument(
+        "--vision-path", default=None, help="encoder checkpoint (default: the registry's HF id)"
+    )
+    init.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
+    init.set_defaults(func=_init_model)

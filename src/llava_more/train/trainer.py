@@ -1,0 +1,321 @@
+"""``train_stage``: one LLaVA training stage on the HF Trainer, resumable and interruptible.
+
+Stage 1 trains the projector (template ``plain``), stage 2 the projector and the LLM (the LLM's chat
+template; optionally LoRA); the vision tower never trains. Checkpoints go to ``work_dir`` (which
+outlives failed Snakemake jobs) and the run resumes from the newest complete one; the finished
+model is exported once, atomically, to ``out_dir``.
+
+Exactness: the Trainer restores model, optimizer, scheduler and RNG states and skips the batches a
+checkpoint already consumed; the sampler's order depends only on (seed, epoch). A run killed at any
+point and resumed ends with the same weights, bit for bit, as an uninterrupted one (tested on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PrinterCallback, Trainer, TrainingArguments
+from transformers.trainer import TRAINING_ARGS_NAME
+
+from llava_more.errors import ConfigError, TrainingInterrupted, UserError
+from llava_more.train.checkpoints import (
+    CompleteCheckpoints,
+    checkpoint_dirs,
+    find_resume_checkpoint,
+    read_marker,
+    remove_unusable,
+)
+from llava_more.train.config import BatchSplit, TrainConfig, split_batch
+from llava_more.train.dataset import LlavaCollator, LlavaTrainDataset
+from llava_more.train.deepspeed import deepspeed_config
+from llava_more.train.progress import PlainLogLines, stdout_is_terminal, tensorboard_callback
+from llava_more.train.sampler import SeededGroupedSampler
+from llava_more.train.signals import CheckpointOnSignal, StopRequest, stop_on_signals
+
+logger = logging.getLogger("llava_more.train")
+
+INTERRUPTED_MARKER = "INTERRUPTED"
+STAGE1_TEMPLATE = "plain"
+# Fields that do not change what is trained: a checkpoint written with other values still resumes.
+RUN_ONLY_FIELDS = ("num_workers", "keep_checkpoints", "logging_steps", "save_every_steps")
+
+
+class LlavaTrainer(Trainer):
+    """The HF Trainer with our seeded (optionally modality/length-grouped) sampler and a samples/s log."""
+
+    def __init__(self, *args: Any, global_batch: int, group_by_length: bool, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.global_batch = global_batch
+        self.group_by_length = group_by_length
+        self._throughput_mark: tuple[float, int] | None = None
+
+    def _get_train_sampler(self, train_dataset=None) -> SeededGroupedSampler:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return SeededGroupedSampler(
+            dataset.lengths,
+            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+            group_by_length=self.group_by_length,
+            group_size=self.global_batch,
+        )
+
+    # transformers 5.23: save_pretrained writes LLaVA checkpoints in the original key layout
+    # (vision_tower.*, language_model.model.*), but Trainer resume loads them with a plain non-strict
+    # load_state_dict, which silently loads nothing. Checkpoints are written with the module names
+    # instead, and a resume that does not match the model exactly is an error, not a warning.
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        if state_dict is not None or not isinstance(self.model, PreTrainedModel):
+            return super()._save(output_dir, state_dict)
+        output_dir = output_dir or self.args.output_dir
+        if self.args.should_save:
+            os.makedirs(output_dir, exist_ok=True)
+            self.model.save_pretrained(output_dir, save_original_format=False)
+            torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        tied = set(getattr(self.model, "all_tied_weights_keys", None) or {})
+        missing = [key for key in load_result.missing_keys if key not in tied]
+        if missing or load_result.unexpected_keys:
+            raise RuntimeError(
+                f"checkpoint does not match the model: missing {missing[:5]}, unexpected "
+                f"{load_result.unexpected_keys[:5]}"
+            )
+        if load_result.missing_keys:
+            self.model.tie_weights()
+
+    def train(self, *args: Any, **kwargs: Any):
+        self._throughput_mark = None
+        return super().train(*args, **kwargs)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            now, step = time.monotonic(), self.state.global_step
+            if self._throughput_mark is not None and step > self._throughput_mark[1]:
+                elapsed = now - self._throughput_mark[0]
+                logs["samples_per_second"] = round((step - self._throughput_mark[1]) * self.global_batch / elapsed, 3)
+            self._throughput_mark = (now, step)
+        super().log(logs, start_time)
+
+
+# ---------------------------------------------------------------------------- setup
+
+
+def world_size_from_env() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def training_arguments(cfg: TrainConfig, work_dir: Path, split: BatchSplit) -> TrainingArguments:
+    """TrainingArguments for ``cfg``: mixed precision, TF32 and checkpointing only where a GPU is."""
+    on_gpu = torch.cuda.is_available()
+    if not on_gpu and (cfg.precision != "fp32" or cfg.tf32 or cfg.gradient_checkpointing):
+        logger.info("no GPU: training in fp32 without tf32 or gradient checkpointing (protocol asks %s)", cfg.precision)
+    return TrainingArguments(
+        output_dir=str(work_dir),
+        per_device_train_batch_size=split.per_device,
+        gradient_accumulation_steps=split.grad_accum,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1,
+        learning_rate=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        lr_scheduler_type=cfg.scheduler,
+        max_grad_norm=cfg.max_grad_norm,
+        bf16=on_gpu and cfg.precision == "bf16",
+        fp16=on_gpu and cfg.precision == "fp16",
+        tf32=True if on_gpu and cfg.tf32 else None,
+        activation_checkpointing=on_gpu and cfg.gradient_checkpointing,
+        use_cpu=not on_gpu,
+        deepspeed=deepspeed_config(cfg.deepspeed),
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        dataloader_num_workers=cfg.num_workers,
+        save_strategy="steps",
+        save_steps=cfg.save_every_steps,
+        save_total_limit=None,  # rotation happens after the completion marker (checkpoints.rotate)
+        logging_strategy="steps",
+        logging_steps=cfg.logging_steps,
+        report_to="none",  # the TensorBoard callback is added explicitly, writing into the work dir
+        disable_tqdm=not stdout_is_terminal(),
+        remove_unused_columns=False,
+        label_names=["labels"],
+        ddp_find_unused_parameters=False,
+    )
+
+
+def fingerprint(stage: int, cfg: TrainConfig, data_json: Path, init_dir: Path) -> dict[str, Any]:
+    """What a checkpoint must share with this run to be resumed by it."""
+    recipe = {k: v for k, v in asdict(cfg).items() if k not in RUN_ONLY_FIELDS}
+    data = {"path": str(Path(data_json).resolve()), "bytes": Path(data_json).stat().st_size}
+    digest = hashlib.sha256(json.dumps([stage, recipe, data, str(init_dir.resolve())], sort_keys=True).encode())
+    return {"stage": stage, "recipe": recipe, "data": data, "digest": digest.hexdigest()[:16]}
+
+
+def choose_checkpoint(work_dir: Path, expected: dict[str, Any], is_main: bool) -> Path | None:
+    """The newest complete checkpoint of this very run; the main process removes broken newer ones."""
+    checkpoint = find_resume_checkpoint(work_dir)
+    if checkpoint is not None:
+        written = read_marker(checkpoint).get("fingerprint", {})
+        if written.get("digest") != expected["digest"]:
+            changed = sorted(
+                key for key in set(written.get("recipe", {})) | set(expected["recipe"])
+                if written.get("recipe", {}).get(key) != expected["recipe"].get(key)
+            )  # fmt: skip
+            what = f"recipe keys {', '.join(changed)}" if changed else "stage, data or initial model"
+            raise UserError(
+                f"{work_dir}: holds checkpoints of a different run ({what} differ); delete the folder to start "
+                "over, or restore the settings it was written with"
+            )
+    if is_main:
+        remove_unusable(work_dir, keep=checkpoint)
+    return checkpoint
+
+
+def build_model(stage: int, cfg: TrainConfig, bundle: Any) -> torch.nn.Module:
+    from llava_more.model import freeze_for_stage
+
+    counts = freeze_for_stage(bundle.model, stage)
+    logger.info("stage %d: %s trainable / %s frozen parameters", stage, f"{counts['trainable']:,}", f"{counts['frozen']:,}")
+    if cfg.lora_r:
+        from llava_more.train.lora import add_lora
+
+        return add_lora(bundle.model, cfg.lora_r, cfg.effective_lora_alpha, cfg.lora_dropout)
+    return bundle.model
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+# ---------------------------------------------------------------------------- export
+
+
+def export_bundle(trainer: Trainer, bundle: Any, out_dir: Path) -> None:
+    """Write the trained model (LoRA merged, ZeRO-3 shards gathered) with the bundle's tokenizer,
+    image processor and metadata, atomically, from the main process."""
+    from llava_more.model import save_bundle
+    from llava_more.train.lora import merge_lora
+
+    model = trainer.model
+    is_zero3 = trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
+    if is_zero3:
+        import deepspeed
+
+        gathered = deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
+    else:
+        gathered = contextlib.nullcontext()
+    with gathered:
+        if trainer.args.should_save:
+            save_bundle(out_dir, merge_lora(model), bundle.tokenizer, bundle.image_processor, bundle.meta)
+            logger.info("exported the stage's model to %s", out_dir)
+    _barrier()
+
+
+# ---------------------------------------------------------------------------- entry point
+
+
+def train_stage(
+    stage: int,
+    init_dir: str | Path,
+    data_json: str | Path,
+    image_root: str | Path,
+    out_dir: str | Path,
+    work_dir: str | Path,
+    cfg: TrainConfig,
+) -> None:
+    """Train one stage from the bundle ``init_dir`` and export the result to ``out_dir``.
+
+    Resumes from the newest complete checkpoint in ``work_dir``. On SIGTERM/SIGUSR1 it saves a
+    checkpoint at the next optimizer step and raises ``TrainingInterrupted`` (the CLI exits 75).
+    """
+    from llava_more.data import LlavaJsonDataset
+    from llava_more.model import load_bundle
+
+    if stage not in (1, 2):
+        raise ConfigError(f"--stage must be 1 or 2, got {stage}")
+    if cfg.lora_r and stage != 2:
+        raise ConfigError("LoRA (lora_r > 0) is a stage-2 option; stage 1 trains only the projector")
+    init_dir, data_json, work_dir, out_dir = Path(init_dir), Path(data_json), Path(work_dir), Path(out_dir)
+
+    request = StopRequest()
+    with stop_on_signals(request):
+        world_size = world_size_from_env()
+        split = split_batch(cfg.global_batch, cfg.per_device_batch, world_size)
+        args = training_arguments(cfg, work_dir, split)  # also sets up the process group
+        is_main = args.process_index == 0
+        if is_main:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            (work_dir / INTERRUPTED_MARKER).unlink(missing_ok=True)
+            logger.info("stage %d: %s", stage, split.describe(cfg.global_batch, world_size))
+
+        bundle = load_bundle(init_dir, device="cpu", dtype=torch.float32)
+        model = build_model(stage, cfg, bundle)
+        template = STAGE1_TEMPLATE if stage == 1 else bundle.meta.template
+        if bundle.tokenizer.pad_token_id is None:
+            raise UserError(f"{init_dir}: the bundle's tokenizer has no pad token; rebuild it with apply_template()")
+
+        expected = fingerprint(stage, cfg, data_json, init_dir)
+        with args.main_process_first(desc="dataset scan and checkpoint choice"):
+            dataset = LlavaTrainDataset(
+                LlavaJsonDataset(data_json, image_root),
+                bundle.tokenizer,
+                bundle.image_processor,
+                template_id=template,
+                num_image_tokens=bundle.meta.image_tokens,
+                max_length=cfg.max_length,
+                image_aspect_ratio=cfg.image_aspect_ratio,
+                cache_dir=work_dir,
+            )
+            resume = choose_checkpoint(work_dir, expected, is_main)
+        if is_main:
+            logger.info("%d training samples (%s, template %s)", len(dataset), data_json, template)
+            logger.info("resuming from %s" if resume else "starting from %s", resume or init_dir)
+
+        collator = LlavaCollator(
+            pad_token_id=bundle.tokenizer.pad_token_id,
+            placeholder=dataset.placeholder_sample() if world_size > 1 else None,
+        )
+        on_signal = CheckpointOnSignal(request)
+        callbacks = [
+            CompleteCheckpoints(work_dir, cfg.keep_checkpoints, {"fingerprint": expected}),
+            on_signal,
+            tensorboard_callback(work_dir),
+        ]
+        trainer = LlavaTrainer(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            data_collator=collator,
+            callbacks=callbacks,
+            global_batch=cfg.global_batch,
+            group_by_length=cfg.group_by_length,
+        )
+        if not stdout_is_terminal():
+            trainer.remove_callback(PrinterCallback)
+            trainer.add_callback(PlainLogLines())
+
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+
+        finished = trainer.state.global_step >= trainer.state.max_steps
+        if on_signal.stopped_at_step is not None and not finished:
+            if is_main:
+                (work_dir / INTERRUPTED_MARKER).write_text(f"{request.signal_name} at step {trainer.state.global_step}\n")
+            _barrier()
+            raise TrainingInterrupted(
+                f"stopped on {request.signal_name} after step {trainer.state.global_step}/{trainer.state.max_steps}; "
+                f"checkpoint saved in {work_dir}, the next start resumes from it"
+            )
+        export_bundle(trainer, bundle, out_dir)
+        if is_main:
+            # The exported bundle is the result; a later rerun must train again rather than resume it.
+            for _, folder in checkpoint_dirs(work_dir):
+                shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,204 @@
+"""profiles/slurm on a real SLURM cluster: partitions, fake GPUs, requeue + resume, and the study itself.
+
+Each test writes a tiny workflow into a temporary folder whose rules carry the pipeline's rule names
+(``train``, ``evaluate``, ``init_model``), so the profile's per-rule settings apply to them unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+from slurm_cluster import (  # noqa: F401  (slurm_cluster is a fixture)
+    REPO,
+    job_state,
+    rule_resources,
+    run_snakemake,
+    set_resources_args,
+    slurm,
+    slurm_cluster,
+    snakemake_command,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slurm
+
+GPU_RULES = ("init_model", "train", "evaluate")
+
+DUMP_ENV = """
+import json, os, sys
+keys = ("SLURM_JOB_ID", "SLURM_JOB_PARTITION", "CUDA_VISIBLE_DEVICES", "SLURM_CPUS_PER_TASK")
+json.dump({k: os.environ.get(k) for k in keys}, open(sys.argv[1], "w"))
+"""
+
+PLACEMENT_SNAKEFILE = """
+import sys
+PY = sys.executable
+
+rule all:
+    input: expand("env/{name}.json", name=["prep", "init_model", "train", "evaluate"])
+
+rule prep:
+    output: "env/prep.json"
+    shell: "{PY} dump_env.py {output}"
+
+rule init_model:
+    input: "env/prep.json"
+    output: "env/init_model.json"
+    shell: "{PY} dump_env.py {output}"
+
+rule train:
+    input: "env/prep.json"
+    output: "env/train.json"
+    shell: "{PY} dump_env.py {output}"
+
+rule evaluate:
+    input: "env/prep.json"
+    output: "env/evaluate.json"
+    shell: "{PY} dump_env.py {output}"
+"""
+
+
+def write(folder: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (folder / name).write_text(textwrap.dedent(text).lstrip())
+
+
+def test_slurm_profile_runs_gpu_rules_on_gpu_partition(slurm_cluster, tmp_path):  # noqa: F811
+    write(tmp_path, {"Snakefile": PLACEMENT_SNAKEFILE, "dump_env.py": DUMP_ENV})
+
+    run_snakemake(tmp_path, "--jobs", "4", timeout_s=240)
+
+    cpu_env = json.loads((tmp_path / "env" / "prep.json").read_text())
+    assert cpu_env["SLURM_JOB_ID"], "the CPU rule ran outside SLURM"
+    assert cpu_env["SLURM_JOB_PARTITION"] == rule_resources("prep")["slurm_partition"] == "cpu"
+    assert not cpu_env["CUDA_VISIBLE_DEVICES"], "a CPU job was given GPUs"
+
+    job_ids = {cpu_env["SLURM_JOB_ID"]}
+    for rule in GPU_RULES:
+        env = json.loads((tmp_path / "env" / f"{rule}.json").read_text())
+        wanted = rule_resources(rule)
+        assert env["SLURM_JOB_PARTITION"] == wanted["slurm_partition"] == "gpu", rule
+        assert env["CUDA_VISIBLE_DEVICES"], f"{rule} got no GPU"
+        assert len(env["CUDA_VISIBLE_DEVICES"].split(",")) == wanted["gpu"], (rule, env)
+        assert env["SLURM_CPUS_PER_TASK"] == str(wanted["cpus_per_task"]), (rule, env)
+        job_ids.add(env["SLURM_JOB_ID"])
+    assert len(job_ids) == 4, f"each rule is its own SLURM job: {job_ids}"
+
+
+# A stand-in for `llava-more train`: one checkpointed step every half second in a work folder outside
+# the rule's output; on SIGTERM it saves and exits 75, as the real trainer does.
+TOY_TRAINER = """
+import os, signal, sys, time
+from pathlib import Path
+
+work, out, total = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+work.mkdir(parents=True, exist_ok=True)
+checkpoint, events = work / "step", work / "events.log"
+
+def log(line):
+    with events.open("a") as f:
+        f.write(line + "\\n")
+
+step = int(checkpoint.read_text()) if checkpoint.exists() else 0
+log(f"start {step} job {os.environ['SLURM_JOB_ID']}")
+
+def stop(signum, frame):
+    log(f"signal {signal.Signals(signum).name} {step}")
+    checkpoint.write_text(str(step))
+    sys.exit(75)
+
+signal.signal(signal.SIGTERM, stop)
+while step < total:
+    time.sleep(0.5)
+    step += 1
+    checkpoint.write_text(str(step))
+    log(f"step {step}")
+out.write_text(f"trained {step} steps\\n")
+"""
+
+TOTAL_STEPS = 12
+
+REQUEUE_SNAKEFILE = f"""
+import sys
+
+rule train:
+    output: "model.txt"
+    params: work="work"
+    shell: "{{sys.executable}} toy_trainer.py {{params.work}} {{output}} {TOTAL_STEPS}"
+"""
+
+
+def events(work: Path) -> list[list[str]]:
+    path = work / "events.log"
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_requeued_job_resumes(slurm_cluster, tmp_path):  # noqa: F811
+    write(tmp_path, {"Snakefile": REQUEUE_SNAKEFILE, "toy_trainer.py": TOY_TRAINER})
+    work = tmp_path / "work"
+    run_log = tmp_path / "snakemake.log"
+    with run_log.open("w") as log_file:
+        run = subprocess.Popen(
+            snakemake_command(tmp_path, "--jobs", "1", timeout_s=240),
+            cwd=tmp_path,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: ["step", "3"] in events(work), "the job's third step", 120, run=run, run_log=run_log)
+        job_id = events(work)[0][3]
+        slurm("scontrol", "requeue", job_id)
+        # SLURM holds a requeued job for two minutes (BeginTime); release it as an admin would.
+        pending = lambda: job_state(job_id) == "PENDING"  # noqa: E731
+        wait_for(pending, "the requeued job to be pending", 60, run=run, run_log=run_log)
+        slurm("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+        run.wait(timeout=200)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 0, run_log.read_text()[-6000:]
+
+    assert (tmp_path / "model.txt").read_text() == f"trained {TOTAL_STEPS} steps\n"
+    log = events(work)
+    starts = [entry for entry in log if entry[0] == "start"]
+    assert len(starts) == 2, f"the job ran twice: {log}"
+    assert starts[0][1] == "0"
+    interrupted_at = int(starts[1][1])
+    assert interrupted_at >= 3, f"the second run resumed from the checkpoint, not from step 0: {log}"
+    assert starts[0][3] == starts[1][3] == job_id, "requeued in place, not resubmitted as a new job"
+    assert ["signal", "SIGTERM", str(interrupted_at)] in log, "the requeue's SIGTERM reached the trainer"
+    steps = [int(entry[1]) for entry in log if entry[0] == "step"]
+    assert steps == list(range(1, TOTAL_STEPS + 1)), f"every step ran exactly once: {steps}"
+    assert "Restarts=1" in slurm("scontrol", "show", "job", job_id)
+
+
+@pytest.mark.slow
+def test_demo_study_through_slurm(slurm_cluster, tmp_path):  # noqa: F811
+    """The `ci` study end to end, every rule a SLURM job (GPU rules on the fake-GPU partition)."""
+    from llava_more import paths
+
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    # One fake GPU per training job: on this CPU machine each "GPU" becomes one CPU training process.
+    run_snakemake(
+        tmp_path,
+        "all",
+        "--config",
+        "study=ci",
+        *set_resources_args({"train": {"gpu": 1}}),
+        "--jobs",
+        "4",
+        "--retries",
+        "0",
+        timeout_s=1200,
+        snakefile=REPO / "Snakefile",
+    )
+    tables = tmp_path / paths.tables_dir("ci")
+    assert tables.is_dir() and any(f.stat().st_size > 0 for f in tables.rglob("*") if f.is_file()), (
+        f"no table in {tables}"
+    )
