@@ -215,15 +215,21 @@ def test_checker_catches_a_lost_sample_and_a_missing_task(evaluated, tmp_path):
         scores_from_results(benches[:1], results_file, raw, 6)
 
 
-@pytest.mark.slow
-def test_missing_data_file_fails_the_evaluation_naming_the_task(
-    bundle, benchmarks, tmp_path, monkeypatch_module
-):
+def test_missing_data_file_fails_naming_the_task(bundle, benchmarks, tmp_path):
     broken = tmp_path / "bench"
     shutil.copytree(benchmarks / "demo_gqa", broken / "demo_gqa")
     (broken / "demo_gqa" / "data" / "testdev.parquet").unlink()
-    with pytest.raises(EvaluationFailed, match="demo_gqa.*lmms-eval produced no results"):
+    with pytest.raises(EvaluationFailed, match="demo_gqa: data file .*testdev.parquet.* is missing"):
         run_lmms_eval(bundle, ["demo_gqa"], broken, tmp_path / "out", batch_size=1, limit=2)
+
+
+@pytest.mark.slow
+def test_a_failure_inside_lmms_eval_is_caught_although_it_exits_0(bundle, benchmarks, tmp_path, monkeypatch_module):
+    broken = tmp_path / "model"
+    shutil.copytree(bundle, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(EvaluationFailed, match=r"demo_gqa, demo_pope: lmms-eval produced no results \(exit 0\): .*Error"):
+        run_lmms_eval(broken, ["demo_gqa", "demo_pope"], benchmarks, tmp_path / "out", batch_size=1, limit=2)
     assert not (tmp_path / "out" / SCORES_FILE).exists()
 
 

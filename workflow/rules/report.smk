@@ -1,4 +1,5 @@
-# The paper's tables (and plots) for the study, from every model's scores.
+# The paper's tables (and plots) for the study, from every model's scores. Studies of real-size
+# models also get the paper's numbers beside ours (reference/paper_results.csv) and the delta.
 
 
 def all_scores():
@@ -12,8 +13,13 @@ rule report:
     input:
         all_scores(),
     output:
-        directory(paths.tables_dir(S)),
+        tables=directory(paths.tables_dir(S)),
+        plots=directory(paths.plots_dir(S)),
+    params:
+        scores=f"{paths.RESULTS}/{S}/eval",
+        reference="--reference reference/paper_results.csv" if STUDY.size == "real" else "",
     log:
         f"logs/{S}/report.log",
     shell:
-        "{LLAVA} report --params params.yaml --study {S} --out {output} > {log} 2>&1"
+        "{LLAVA} report --params params.yaml --study {S} --scores-dir {params.scores} --out {output.tables}"
+        " --plots {output.plots} {params.reference} > {log} 2>&1"

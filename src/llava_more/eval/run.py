@@ -15,11 +15,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from llava_more.errors import EvaluationFailed, UserError
 from llava_more.eval.benchmarks import Benchmark, get_benchmark, write_overlays
@@ -47,13 +50,47 @@ def _expected_docs(original: int, limit: float | None) -> int:
     return min(original, int(limit))
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
+
+
 def _last_error(log_path: Path) -> str:
-    """The most telling line of a failed lmms-eval log (its last error, else its last line)."""
-    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
-    for line in reversed(lines):
-        if "Error" in line or "error" in line or "Traceback" in line:
-            return line[-300:]
-    return lines[-1][-300:] if lines else "(empty log)"
+    """The most telling line of a failed lmms-eval log: its last exception (lmms-eval wraps some in
+    tenacity's RetryError, which says nothing), else its last error line, else its last line."""
+    lines = [_ANSI.sub("", line).strip() for line in log_path.read_text(errors="replace").splitlines()]
+    lines = [line for line in lines if line]
+    exceptions = [line for line in lines if _EXCEPTION.match(line) and not line.startswith("tenacity.")]
+    errors = [line for line in lines if "Error" in line or "error" in line]
+    best = (exceptions or errors or lines or ["(empty log)"])[-1]
+    return best[-300:]
+
+
+class _TaskYamlLoader(yaml.SafeLoader):
+    """Reads task YAMLs without importing their ``!function`` code (only their data files matter)."""
+
+
+_TaskYamlLoader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+
+
+def check_local_task_files(include_path: Path, benches: list[Benchmark]) -> None:
+    """Fail fast, naming the task, when a local task's ``data_files`` are missing (lmms-eval would
+    retry for a while, then log the error and exit 0)."""
+    wanted = {b.task: b for b in benches}
+    for path in sorted(include_path.rglob("*.yaml")):
+        try:
+            config = yaml.load(path.read_text(encoding="utf-8"), Loader=_TaskYamlLoader)
+        except yaml.YAMLError:
+            continue  # not ours to judge; lmms-eval reports it
+        if not isinstance(config, dict) or not isinstance(config.get("task"), str) or config["task"] not in wanted:
+            continue  # a group (its "task" is a list) or another task
+        files = (config.get("dataset_kwargs") or {}).get("data_files") or {}
+        for file in files.values() if isinstance(files, dict) else [files]:
+            if isinstance(file, str) and not (path.parent / file).is_file():
+                bench = wanted[config["task"]]
+                raise EvaluationFailed(
+                    f"{bench.name}: data file {path.parent / file} (from {path}) is missing; "
+                    "re-run `llava-more make-benchmarks`"
+                )
 
 
 def _is_number(value: Any) -> bool:
@@ -146,8 +183,10 @@ def run_lmms_eval(
         if missing:
             raise EvaluationFailed(f"{bench.name}: needs {', '.join(missing)} (its GPT judge); set it or list "
                                    f"{bench.name.removesuffix('_gpt')} (offline rule-based scoring) instead")  # fmt: skip
-    if include_path is not None and not Path(include_path).is_dir():
-        raise EvaluationFailed(f"{names}: task folder {include_path} does not exist; run `llava-more make-benchmarks`")
+    if include_path is not None:
+        if not Path(include_path).is_dir():
+            raise EvaluationFailed(f"{names}: task folder {include_path} does not exist; run `llava-more make-benchmarks`")
+        check_local_task_files(Path(include_path), benches)
 
     out.mkdir(parents=True, exist_ok=True)
     raw_dir = out / RAW_DIR

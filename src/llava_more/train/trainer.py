@@ -251,6 +251,12 @@ def train_stage(
         world_size = world_size_from_env()
         split = split_batch(cfg.global_batch, cfg.per_device_batch, world_size)
         args = training_arguments(cfg, work_dir, split)  # also sets up the process group
+        if cfg.deepspeed != "none":
+            # ZeRO-3 partitions weights while the bundle loads (deepspeed.zero.Init), which reads the
+            # world size from deepspeed.comm: without this it sees 1 on CPU and rejects the batch sizes.
+            import deepspeed
+
+            deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
         is_main = args.process_index == 0
         if is_main:
             work_dir.mkdir(parents=True, exist_ok=True)
