@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 CONSTRAINTS ?= constraints/cpu.txt
 CORES ?= 2
 
-.PHONY: install demo test lint clean-demo
+.PHONY: install demo test lint clean-demo pull
 
 install: $(VENV)/.installed
 
@@ -28,3 +28,14 @@ lint: install
 
 clean-demo:
 	rm -rf data runs results logs .snakemake
+
+# Bring a finished study's artifacts from the DVC remote, then tell Snakemake they are current
+# (a pull resets modification times; --touch records them without recomputing anything).
+STUDY ?= demo
+pull: install
+	$(VENV)/bin/dvc pull
+	$(VENV)/bin/snakemake --cores 1 --touch all --config study=$(STUDY)
+
+# Regenerate dvc.yaml after changing the workflow or the default study.
+dvc.yaml: Snakefile params.yaml $(wildcard workflow/rules/*.smk)
+	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/llava-more dvc-yaml --out $@

@@ -15,7 +15,9 @@ configfile: "params.yaml"
 PARAMS = load_params("params.yaml")
 STUDY = PARAMS.study(config.get("study"))
 S = STUDY.name
-LLAVA = f"{sys.executable} -m llava_more"
+# How rules call the package: this interpreter by default (works without an activated venv);
+# `llava-more dvc-yaml` sets LLAVA_MORE_CMD=llava-more so dvc.yaml stays portable.
+LLAVA = os.environ.get("LLAVA_MORE_CMD", f"{sys.executable} -m llava_more")
 PROTOCOL = PARAMS.protocols[STUDY.protocol]
 
 

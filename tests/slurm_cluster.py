@@ -48,11 +48,12 @@ def set_resources_args(overrides: dict[str, dict]) -> list[str]:
     """``--set-resources`` arguments: the profile's per-rule resources with ``overrides`` applied.
 
     A ``--set-resources`` on the command line replaces the profile's whole list (it does not merge),
-    so changing one value means passing all of them.
+    so changing one value means passing all of them. An override of ``None`` drops the resource.
     """
     per_rule = {rule: dict(values) for rule, values in profile_config().get("set-resources", {}).items()}
     for rule, values in overrides.items():
-        per_rule.setdefault(rule, {}).update(values)
+        merged = {**per_rule.get(rule, {}), **values}
+        per_rule[rule] = {key: value for key, value in merged.items() if value is not None}
     items = [f"{rule}:{key}={value}" for rule, values in per_rule.items() for key, value in values.items()]
     return ["--set-resources", *items]
 

@@ -29,16 +29,24 @@ CORPUS = [
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    from llava_more.model.initialize import init_model
+def tokenizer_dir(tmp_path_factory) -> Path:
     from llava_more.text import train_demo_tokenizer
 
-    root = tmp_path_factory.mktemp("bundle")
-    train_demo_tokenizer(CORPUS * 10, root / "tokenizer", vocab_size=400)
-    init_model(
-        "llama3.1-8b", "clip-l-336", size="tiny", tokenizer_dir=root / "tokenizer", out_dir=root / "model"
-    )
-    return root / "model"
+    out = tmp_path_factory.mktemp("tokenizer")
+    train_demo_tokenizer(CORPUS * 10, out, vocab_size=400)
+    return out
+
+
+def _bundle(tokenizer_dir: Path, out: Path, llm: str, vision: str) -> Path:
+    from llava_more.model.initialize import init_model
+
+    init_model(llm, vision, size="tiny", tokenizer_dir=tokenizer_dir, out_dir=out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundle(tokenizer_dir, tmp_path_factory) -> Path:
+    return _bundle(tokenizer_dir, tmp_path_factory.mktemp("bundle") / "model", "llama3.1-8b", "clip-l-336")
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +81,14 @@ def test_entry_point_resolves_to_our_model():
     assert get_model("llava_more") is LlavaMoreLMM
 
 
-def test_batched_answers_equal_single_answers(bundle, lmms_tasks):
+@pytest.mark.parametrize("pair", [None, ("gemma2-2b", "siglip-so400m-384")], ids=["llama3.1-clip", "gemma2-siglip"])
+def test_batched_answers_equal_single_answers(pair, bundle, tokenizer_dir, tmp_path, lmms_tasks):
     from llava_more.eval.lmms_model import LlavaMoreLMM
 
+    path = bundle if pair is None else _bundle(tokenizer_dir, tmp_path / "model", *pair)
     answers = {}
     for batch_size in (1, 4):
-        model = LlavaMoreLMM(pretrained=str(bundle), batch_size=batch_size, max_new_tokens=6)
+        model = LlavaMoreLMM(pretrained=str(path), batch_size=batch_size, max_new_tokens=6)
         requests = []
         for name in ("demo_gqa", "demo_pope", "demo_seedbench"):  # seedbench brings 3-frame "videos"
             requests += _requests(model, lmms_tasks[name], limit=8)

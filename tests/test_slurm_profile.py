@@ -10,12 +10,14 @@ import json
 import shutil
 import subprocess
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from slurm_cluster import (  # noqa: F401  (slurm_cluster is a fixture)
     REPO,
     job_state,
+    profile_config,
     rule_resources,
     run_snakemake,
     set_resources_args,
@@ -94,6 +96,7 @@ def test_slurm_profile_runs_gpu_rules_on_gpu_partition(slurm_cluster, tmp_path):
 # the rule's output; on SIGTERM it saves and exits 75, as the real trainer does.
 TOY_TRAINER = """
 import os, signal, sys, time
+from collections.abc import Callable
 from pathlib import Path
 
 work, out, total = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
@@ -138,7 +141,9 @@ def events(work: Path) -> list[list[str]]:
     return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_requeued_job_resumes(slurm_cluster, tmp_path):  # noqa: F811
+def train_with_interruption(tmp_path: Path, interrupt: Callable[[str], None]) -> list[list[str]]:
+    """Run the toy training through the profile, call ``interrupt(job_id)`` at its third step, and
+    return the trainer's event log once the workflow has completed."""
     write(tmp_path, {"Snakefile": REQUEUE_SNAKEFILE, "toy_trainer.py": TOY_TRAINER})
     work = tmp_path / "work"
     run_log = tmp_path / "snakemake.log"
@@ -151,31 +156,101 @@ def test_requeued_job_resumes(slurm_cluster, tmp_path):  # noqa: F811
         )
     try:
         wait_for(lambda: ["step", "3"] in events(work), "the job's third step", 120, run=run, run_log=run_log)
-        job_id = events(work)[0][3]
-        slurm("scontrol", "requeue", job_id)
-        # SLURM holds a requeued job for two minutes (BeginTime); release it as an admin would.
-        pending = lambda: job_state(job_id) == "PENDING"  # noqa: E731
-        wait_for(pending, "the requeued job to be pending", 60, run=run, run_log=run_log)
-        slurm("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+        interrupt(events(work)[0][3])
         run.wait(timeout=200)
     finally:
         if run.poll() is None:
             run.kill()
             run.wait()
     assert run.returncode == 0, run_log.read_text()[-6000:]
-
     assert (tmp_path / "model.txt").read_text() == f"trained {TOTAL_STEPS} steps\n"
-    log = events(work)
+    return events(work)
+
+
+def assert_resumed_once(log: list[list[str]]) -> tuple[str, str]:
+    """The toy trainer ran twice, the second time from its checkpoint; returns both job ids."""
     starts = [entry for entry in log if entry[0] == "start"]
     assert len(starts) == 2, f"the job ran twice: {log}"
     assert starts[0][1] == "0"
     interrupted_at = int(starts[1][1])
     assert interrupted_at >= 3, f"the second run resumed from the checkpoint, not from step 0: {log}"
-    assert starts[0][3] == starts[1][3] == job_id, "requeued in place, not resubmitted as a new job"
-    assert ["signal", "SIGTERM", str(interrupted_at)] in log, "the requeue's SIGTERM reached the trainer"
+    assert ["signal", "SIGTERM", str(interrupted_at)] in log, f"SIGTERM reached the trainer: {log}"
     steps = [int(entry[1]) for entry in log if entry[0] == "step"]
     assert steps == list(range(1, TOTAL_STEPS + 1)), f"every step ran exactly once: {steps}"
-    assert "Restarts=1" in slurm("scontrol", "show", "job", job_id)
+    return starts[0][3], starts[1][3]
+
+
+def test_requeued_job_resumes(slurm_cluster, tmp_path):  # noqa: F811
+    """Preemption / node failure / admin requeue: SLURM restarts the same job, which resumes."""
+
+    def requeue(job_id: str) -> None:
+        slurm("scontrol", "requeue", job_id)
+        # SLURM holds a requeued job for two minutes (BeginTime); release it as an admin would.
+        wait_for(lambda: job_state(job_id) == "PENDING", "the requeued job to be pending", 60)
+        slurm("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+
+    first_job, second_job = assert_resumed_once(train_with_interruption(tmp_path, requeue))
+    assert first_job == second_job, "requeued in place, not resubmitted as a new job"
+    assert "Restarts=1" in slurm("scontrol", "show", "job", first_job)
+
+
+def test_time_limit_warning_checkpoints_and_retry_resumes(slurm_cluster, tmp_path):  # noqa: F811
+    """Time limit: the warning signal stops the trainer (exit 75) and snakemake's retry resumes it."""
+    assert "--signal=TERM@" in rule_resources("train")["slurm_extra"]
+    assert profile_config()["retries"] >= 1
+
+    def time_limit_warning(job_id: str) -> None:
+        # What SLURM does at `--signal=TERM@300`: SIGTERM to the job's steps, not to the batch shell.
+        slurm("scancel", "--signal=TERM", job_id)
+
+    first_job, second_job = assert_resumed_once(train_with_interruption(tmp_path, time_limit_warning))
+    assert first_job != second_job, "the retry is a new job"
+    assert job_state(first_job) == "FAILED"
+
+
+# What profiles/slurm/README.md ("Several nodes") tells a site to set for train on 2 nodes x 4 GPUs.
+MULTI_NODE_TRAIN = {"nodes": 2, "mpi": "srun", "tasks": 2, "gres": "gpu:4", "gpu": None, "tasks_per_gpu": 0}
+
+# Each SLURM task records where it runs and what `llava-more train`'s launcher would start there.
+NODE_TASK = """
+import json, os, sys
+from llava_more.train.launch import plan_launch
+
+plan = plan_launch(["train"], os.environ, local_devices=0, needs_process_group=False)
+keys = ("SLURMD_NODENAME", "SLURM_NODEID", "SLURM_PROCID", "CUDA_VISIBLE_DEVICES", "SLURM_JOB_PARTITION")
+record = {k: os.environ.get(k) for k in keys}
+record.update(mode=plan.mode, nnodes=plan.nnodes, nproc_per_node=plan.nproc_per_node, command=plan.command)
+with open(os.path.join(sys.argv[1], os.environ["SLURM_PROCID"] + ".json"), "w") as f:
+    json.dump(record, f)
+"""
+
+# The rule pattern README.md asks of workflow/rules/train.smk: the command starts with the `mpi`
+# resource (srun, one task per node) when the profile sets it, and with nothing otherwise.
+MULTI_NODE_SNAKEFILE = """
+import sys
+
+rule train:
+    output: directory("tasks")
+    params: launcher=lambda wildcards, resources: resources.get("mpi", "")
+    shell: "mkdir -p {output} && {params.launcher} {sys.executable} node_task.py {output}"
+"""
+
+
+def test_multi_node_train_starts_torchrun_on_every_node(slurm_cluster, tmp_path):  # noqa: F811
+    write(tmp_path, {"Snakefile": MULTI_NODE_SNAKEFILE, "node_task.py": NODE_TASK})
+
+    run_snakemake(tmp_path, *set_resources_args({"train": MULTI_NODE_TRAIN}), timeout_s=240)
+
+    tasks = [json.loads(path.read_text()) for path in sorted((tmp_path / "tasks").glob("*.json"))]
+    assert len(tasks) == 2, f"one task per node: {tasks}"
+    assert {task["SLURMD_NODENAME"] for task in tasks} == {"node1", "node2"}, tasks
+    assert sorted(task["SLURM_NODEID"] for task in tasks) == ["0", "1"]
+    for task in tasks:
+        assert task["SLURM_JOB_PARTITION"] == "gpu"
+        assert len(task["CUDA_VISIBLE_DEVICES"].split(",")) == 4, task
+        assert (task["mode"], task["nnodes"], task["nproc_per_node"]) == ("torchrun", 2, 4), task
+        assert f"--node-rank={task['SLURM_NODEID']}" in task["command"]
+        assert "--master-addr=node1" in task["command"]
 
 
 @pytest.mark.slow

@@ -1,89 +1,93 @@
 #!/usr/bin/env bash
-# Start a real single-node SLURM cluster on this machine, for the tests of profiles/slurm.
+# Start a real SLURM cluster on this one machine, for the tests of profiles/slurm.
 #
-# One node on 127.0.0.1 stands in for a GPU node: partitions `cpu` (default) and `gpu`, fake GPUs
-# (character devices SLURM hands out as gres, so jobs get CUDA_VISIBLE_DEVICES), no accounting
-# database. Idempotent: packages are installed once, and a cluster already running with the same
-# configuration is left alone (a run with this script's defaults takes about a second then).
-# Needs root. Stop it with scripts/slurm/stop_cluster.sh.
+# Nodes node1..nodeN are slurmd daemons on 127.0.0.1 (one port each), so a job can span several
+# "nodes". Each stands in for a GPU node: partitions `cpu` (default) and `gpu`, fake GPUs (character
+# devices SLURM hands out as gres, so jobs get CUDA_VISIBLE_DEVICES), no accounting database.
+# Idempotent: packages are installed once, and a cluster already running with the same
+# configuration is left alone (about a second then). Needs root. Stop it with stop_cluster.sh.
 #
 # Settings (environment):
-#   SLURM_TEST_GPUS       fake GPUs on the node            (default 8, as on an 8-GPU A100/H100 node)
-#   SLURM_TEST_CPUS       CPUs the node declares           (default 64)
-#   SLURM_TEST_MEM_MB     memory the node declares in MB   (default 512000)
-#   SLURM_TEST_STATE      state, spool and log folder      (default /var/lib/llava-more-slurm)
-# The node declares what the profile asks of a real GPU node rather than what this machine has:
-# with task/none nothing is enforced, and `config_overrides` keeps slurmd from draining the node.
-# It is big enough for train, init_model and evaluate of profiles/slurm to run side by side.
+#   SLURM_TEST_NODES      nodes                             (default 2)
+#   SLURM_TEST_GPUS       fake GPUs per node                (default 8, as on an 8-GPU A100/H100 node)
+#   SLURM_TEST_CPUS       CPUs each node declares           (default 64)
+#   SLURM_TEST_MEM_MB     memory each node declares in MB   (default 512000)
+#   SLURM_TEST_STATE      state, spool and log folder       (default /var/lib/llava-more-slurm)
+# A node declares what the profile asks of a real GPU node rather than what this machine has: with
+# task/none nothing is enforced, and `config_overrides` keeps slurmd from draining the node. One node
+# is big enough for train, init_model and evaluate of profiles/slurm side by side.
 # The last line on stdout is `started` or `already-running`.
 set -euo pipefail
 
+NODES=${SLURM_TEST_NODES:-2}
 GPUS=${SLURM_TEST_GPUS:-8}
 CPUS=${SLURM_TEST_CPUS:-64}
 MEM_MB=${SLURM_TEST_MEM_MB:-512000}
 STATE=${SLURM_TEST_STATE:-/var/lib/llava-more-slurm}
 CONF=/etc/slurm/slurm.conf
 GRES_CONF=/etc/slurm/gres.conf
-MARK="# Written by llava-more scripts/slurm/start_cluster.sh (single-node test cluster)."
-NODE=$(hostname -s)
+MARK="# Written by llava-more scripts/slurm/start_cluster.sh (test cluster on one machine)."
+HOST=$(hostname -s)
+NODE_NAMES="node[1-$NODES]"
+FIRST_PORT=17001
+APT_LOG="${TMPDIR:-/tmp}/llava-more-slurm-apt.log"
 
 die() { echo "start_cluster: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "needs root (it installs Debian packages and starts slurmctld, slurmd and munged)"
-command -v apt-get >/dev/null || command -v slurmctld >/dev/null \
-  || die "no apt-get and no slurmctld: install slurmctld slurmd slurm-client munge by hand"
 
 install_packages() {
   if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null \
      && command -v munged >/dev/null; then
     return
   fi
+  command -v apt-get >/dev/null || die "no apt-get: install slurmctld slurmd slurm-client munge by hand"
   echo "start_cluster: installing slurmctld slurmd slurm-client munge" >&2
   # Keep apt from starting the daemons with Debian's default (empty) configuration.
-  local policy=/usr/sbin/policy-rc.d created_policy=0
+  local policy=/usr/sbin/policy-rc.d created_policy=0 rc=0
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' >"$policy"
     chmod +x "$policy"
     created_policy=1
   fi
-  local rc=0
   {
     apt-get update -qq \
       && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         slurmctld slurmd slurm-client munge
-  } >"${TMPDIR:-/tmp}/llava-more-slurm-apt.log" 2>&1 || rc=$?
+  } >"$APT_LOG" 2>&1 || rc=$?
   [ "$created_policy" = 1 ] && rm -f "$policy"
-  [ "$rc" = 0 ] || die "apt-get failed (rc $rc); see ${TMPDIR:-/tmp}/llava-more-slurm-apt.log: $(tail -n 3 "${TMPDIR:-/tmp}/llava-more-slurm-apt.log" | tr '\n' ' ')"
+  [ "$rc" = 0 ] || die "apt-get failed (rc $rc): $(tail -n 3 "$APT_LOG" | tr '\n' ' ') (full log: $APT_LOG)"
 }
 
-write_config() {
-  # Fake GPUs: gres File= must be character devices; major 1 minor 3 is /dev/null's.
-  mkdir -p "$STATE/dev" "$STATE/ctld" "$STATE/spool" "$STATE/log"
-  local files="" i
-  for ((i = 0; i < GPUS; i++)); do
-    [ -c "$STATE/dev/gpu$i" ] || mknod "$STATE/dev/gpu$i" c 1 3
+write_config() {  # sets NEW_CONF and NEW_GRES
+  mkdir -p "$STATE/dev" "$STATE/ctld" "$STATE/log"
+  # Fake GPUs: gres File= must be character devices (plain files are refused); 1,3 is /dev/null's.
+  local gres_conf="" gres_line="" n i first
+  for ((n = 1; n <= NODES; n++)); do
+    first=$(((n - 1) * GPUS))
+    for ((i = first; i < first + GPUS; i++)); do
+      [ -c "$STATE/dev/gpu$i" ] || mknod "$STATE/dev/gpu$i" c 1 3
+    done
+    if [ "$GPUS" -gt 0 ]; then
+      gres_conf+="NodeName=node$n Name=gpu File=$STATE/dev/gpu[$first-$((first + GPUS - 1))]"$'\n'
+    fi
   done
-  [ "$GPUS" -gt 0 ] && files="$STATE/dev/gpu[0-$((GPUS - 1))]"
+  [ "$GPUS" -gt 0 ] && gres_line=" Gres=gpu:$GPUS"
 
-  local gres_line="" gres_conf=""
-  if [ "$GPUS" -gt 0 ]; then
-    gres_line=" Gres=gpu:$GPUS"
-    gres_conf="NodeName=$NODE Name=gpu File=$files"
-  fi
-
-  NEW_CONF=$(cat <<EOF
+  NEW_CONF=$(cat <<CONF
 $MARK
 ClusterName=llavamore
-SlurmctldHost=$NODE(127.0.0.1)
+SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 StateSaveLocation=$STATE/ctld
-SlurmdSpoolDir=$STATE/spool
 SlurmctldPidFile=$STATE/slurmctld.pid
-SlurmdPidFile=$STATE/slurmd.pid
 SlurmctldLogFile=$STATE/log/slurmctld.log
-SlurmdLogFile=$STATE/log/slurmd.log
+# One slurmd per node on this host: %n is the node's name.
+SlurmdSpoolDir=$STATE/spool-%n
+SlurmdPidFile=$STATE/slurmd-%n.pid
+SlurmdLogFile=$STATE/log/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -103,16 +107,23 @@ JobRequeue=1
 # Seconds between SIGTERM and SIGKILL at a time limit, cancel or requeue (the trainer checkpoints).
 KillWait=30
 GresTypes=gpu
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB$gres_line State=UNKNOWN
-PartitionName=cpu Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
-PartitionName=gpu Nodes=$NODE MaxTime=INFINITE State=UP
-EOF
+NodeName=$NODE_NAMES NodeHostname=$HOST NodeAddr=127.0.0.1 Port=[$FIRST_PORT-$((FIRST_PORT + NODES - 1))] CPUs=$CPUS RealMemory=$MEM_MB$gres_line State=UNKNOWN
+PartitionName=cpu Nodes=$NODE_NAMES Default=YES MaxTime=INFINITE State=UP
+PartitionName=gpu Nodes=$NODE_NAMES MaxTime=INFINITE State=UP
+CONF
 )
-  NEW_GRES=$(printf 'AutoDetect=off\n%s\n' "$gres_conf")
+  NEW_GRES=$(printf 'AutoDetect=off\n%s' "$gres_conf")
 }
 
 daemon_alive() {  # pidfile
   [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+}
+
+all_slurmd_alive() {
+  local n
+  for ((n = 1; n <= NODES; n++)); do
+    daemon_alive "$STATE/slurmd-node$n.pid" || return 1
+  done
 }
 
 start_munge() {
@@ -132,24 +143,25 @@ start_munge() {
   die "munged does not answer (munge -n | unmunge fails)"
 }
 
-wait_node_idle() {
-  local i state
+wait_nodes_idle() {
+  local i states="" ready
   for ((i = 0; i < 120; i++)); do
-    state=$(sinfo -h -N -n "$NODE" -o '%T' 2>/dev/null | head -n 1 || true)
-    case "$state" in
-      idle | mixed | allocated) return ;;
-      down* | drain* | drained*) scontrol update NodeName="$NODE" State=RESUME >/dev/null 2>&1 || true ;;
-    esac
+    states=$(sinfo -h -N -p cpu -o '%N %T' 2>/dev/null || true)
+    ready=$(grep -cE ' (idle|mixed|allocated)$' <<<"$states" || true)
+    [ "$ready" = "$NODES" ] && return
+    if grep -qE ' (down|drain)' <<<"$states"; then
+      scontrol update NodeName="$NODE_NAMES" State=RESUME >/dev/null 2>&1 || true
+    fi
     sleep 0.5
   done
-  die "node $NODE is not idle after 60 s (state '${state:-none}'); logs: $STATE/log/slurmctld.log, $STATE/log/slurmd.log"
+  die "nodes are not idle after 60 s (sinfo: ${states:-no answer}); logs in $STATE/log"
 }
 
 install_packages
 write_config
 
 if [ -e "$CONF" ] && ! grep -qF "$MARK" "$CONF"; then
-  die "$CONF exists and was not written by this script: this machine already has a SLURM cluster; refusing to overwrite it"
+  die "$CONF exists and was not written by this script: this machine has a SLURM setup of its own; refusing to overwrite it"
 fi
 
 same_config=0
@@ -160,9 +172,9 @@ fi
 
 start_munge
 
-if [ "$same_config" = 1 ] && daemon_alive "$STATE/slurmctld.pid" && daemon_alive "$STATE/slurmd.pid"; then
-  wait_node_idle
-  echo "start_cluster: already running (node $NODE, $GPUS fake GPUs)" >&2
+if [ "$same_config" = 1 ] && daemon_alive "$STATE/slurmctld.pid" && all_slurmd_alive; then
+  wait_nodes_idle
+  echo "start_cluster: already running ($NODES nodes, $GPUS fake GPUs each)" >&2
   echo already-running
   exit 0
 fi
@@ -173,10 +185,12 @@ mkdir -p /etc/slurm
 # The plugin's in-job srun drops SLURM_CONF, so the configuration must live at the default path.
 printf '%s\n' "$NEW_CONF" >"$CONF"
 printf '%s\n' "$NEW_GRES" >"$GRES_CONF"
-rm -rf "${STATE:?}/ctld"/* "${STATE:?}/spool"/*
+rm -rf "${STATE:?}/ctld"/* "${STATE:?}"/spool-*
 
 slurmctld || die "slurmctld did not start; see $STATE/log/slurmctld.log"
-slurmd || die "slurmd did not start; see $STATE/log/slurmd.log"
-wait_node_idle
-echo "start_cluster: running (node $NODE, partitions cpu and gpu, $GPUS fake GPUs)" >&2
+for ((n = 1; n <= NODES; n++)); do
+  slurmd -N "node$n" || die "slurmd for node$n did not start; see $STATE/log/slurmd-node$n.log"
+done
+wait_nodes_idle
+echo "start_cluster: running ($NODES nodes, partitions cpu and gpu, $GPUS fake GPUs each)" >&2
 echo started

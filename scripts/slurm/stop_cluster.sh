@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Stop the single-node test cluster that scripts/slurm/start_cluster.sh started: cancel its jobs,
-# then stop slurmd, slurmctld and (unless --keep-munge) munged, each by the pid it recorded.
+# Stop the test cluster that scripts/slurm/start_cluster.sh started: cancel its jobs,
+# then stop every slurmd, slurmctld and (unless --keep-munge) munged, each by the pid it recorded.
 # Safe to run when nothing is running.
 set -uo pipefail
 
@@ -39,7 +39,9 @@ if [ -s "$STATE/slurmctld.pid" ] && kill -0 "$(cat "$STATE/slurmctld.pid")" 2>/d
   fi
 fi
 
-stop_pidfile "$STATE/slurmd.pid" slurmd
+for pidfile in "$STATE"/slurmd-*.pid "$STATE"/slurmd.pid; do
+  [ -e "$pidfile" ] && stop_pidfile "$pidfile" "slurmd ($(basename "$pidfile" .pid))"
+done
 stop_pidfile "$STATE/slurmctld.pid" slurmctld
 [ "$KEEP_MUNGE" = 1 ] || stop_pidfile /run/munge/munged.pid munged
 exit 0

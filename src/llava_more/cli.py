@@ -23,6 +23,8 @@ COMMAND_MODULES = [
     "llava_more.train.commands",
     "llava_more.eval.commands",
     "llava_more.report.commands",
+    "llava_more.data.download.commands",
+    "llava_more.pipeline.commands",
 ]
 
 # Exit code that tells SLURM / Snakemake the job stopped cleanly on a signal and should be requeued.

@@ -51,3 +51,37 @@ rule validate_data:
     shell:
         "{LLAVA} validate-data --json {input}/data.json --image-root {input}/images --quarantine {output.quarantine}"
         " --clean-out {output.clean} --max-bad-fraction {params.max_bad} > {log} 2>&1"
+
+
+REAL_PRETRAIN = [n for n, src in PARAMS.pretrain_data.items() if not src.is_demo]
+REAL_INSTRUCT = [n for n, src in PARAMS.instruct_data.items() if not src.is_demo]
+
+
+def mix_parts(w):
+    """A mix is drawn from its parts' downloaded sets."""
+    src = PARAMS.pretrain_data[w.name]
+    return [paths.raw_dir(paths.pretrain_dir(p)) for p in src.get("parts") or []] if src.source == "mix" else []
+
+
+rule fetch_pretrain_data:
+    input:
+        mix_parts,
+    output:
+        directory(paths.raw_dir(paths.pretrain_dir("{name}"))),
+    wildcard_constraints:
+        name=one_of(REAL_PRETRAIN) if REAL_PRETRAIN else "^$",
+    log:
+        "logs/data/pretrain_{name}.log",
+    shell:
+        "{LLAVA} fetch-data --params params.yaml --name {wildcards.name} --kind pretrain --out {output} > {log} 2>&1"
+
+
+rule fetch_instruct_data:
+    output:
+        directory(paths.raw_dir(paths.instruct_dir("{name}"))),
+    wildcard_constraints:
+        name=one_of(REAL_INSTRUCT) if REAL_INSTRUCT else "^$",
+    log:
+        "logs/data/instruct_{name}.log",
+    shell:
+        "{LLAVA} fetch-data --params params.yaml --name {wildcards.name} --kind instruct --out {output} > {log} 2>&1"

@@ -105,7 +105,9 @@ class LlavaMoreLMM(lmms):
 
         from llava_more.model import load_bundle  # heavy: only when a run really uses the model
 
-        torch_dtype = getattr(torch, dtype) if dtype else None
+        torch_dtype = getattr(torch, dtype, None) if dtype else None
+        if dtype and not isinstance(torch_dtype, torch.dtype):
+            raise UserError(f"dtype={dtype!r}: expected a torch dtype name such as float32 or bfloat16")
         bundle = load_bundle(pretrained, device=device, dtype=torch_dtype)
         self.pretrained = pretrained
         self.bundle = bundle

@@ -183,9 +183,11 @@ class LlavaCollator:
     """Right-pad ``input_ids`` (pad id) and ``labels`` (-100), build ``attention_mask``, stack images.
 
     Text-only samples contribute no ``pixel_values`` row (the model matches image features to image
-    tokens over the whole batch). With several processes a batch without any image gets
-    ``placeholder`` appended, an unsupervised image row: otherwise that rank would skip the vision
-    tower and projector while the others run them, which deadlocks ZeRO-3's parameter gathering.
+    tokens over the whole batch). A batch without any image gets ``placeholder`` appended, an
+    unsupervised image row, so the vision tower and projector run in every micro-batch: with several
+    processes a rank skipping them while the others run them deadlocks ZeRO-3's parameter gathering,
+    and the projector then gets a zero gradient (AdamW keeps moving it by momentum, as in LLaVA)
+    instead of none (AdamW skips it), which would make 1 and N devices train differently.
     """
 
     pad_token_id: int

@@ -215,7 +215,14 @@ def export_bundle(trainer: Trainer, bundle: Any, out_dir: Path) -> None:
         gathered = contextlib.nullcontext()
     with gathered:
         if trainer.args.should_save:
-            save_bundle(out_dir, merge_lora(model), bundle.tokenizer, bundle.image_processor, bundle.meta)
+            final = merge_lora(model)
+            if is_zero3:
+                # transformers 5.23 records every known key conversion (legacy ones included) on a model
+                # loaded under ZeRO-3, and reversing them at save time mangles the names
+                # (vision_tower.vision_model.*, language_model.model.model.*); use the default mapping,
+                # as for a model that was built rather than loaded.
+                final._weight_conversions = None
+            save_bundle(out_dir, final, bundle.tokenizer, bundle.image_processor, bundle.meta)
             logger.info("exported the stage's model to %s", out_dir)
     _barrier()
 
@@ -286,10 +293,7 @@ def train_stage(
             logger.info("%d training samples (%s, template %s)", len(dataset), data_json, template)
             logger.info("resuming from %s" if resume else "starting from %s", resume or init_dir)
 
-        collator = LlavaCollator(
-            pad_token_id=bundle.tokenizer.pad_token_id,
-            placeholder=dataset.placeholder_sample() if world_size > 1 else None,
-        )
+        collator = LlavaCollator(pad_token_id=bundle.tokenizer.pad_token_id, placeholder=dataset.placeholder_sample())
         on_signal = CheckpointOnSignal(request)
         callbacks = [
             CompleteCheckpoints(work_dir, cfg.keep_checkpoints, {"fingerprint": expected}),

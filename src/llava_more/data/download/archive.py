@@ -119,7 +119,13 @@ def _extract_tar(archive: Path, target: Path) -> tuple[int, int]:
             if member.issym():
                 _check_link(target, destination, member.linkname, member.name, archive)
             elif member.islnk():
-                _inside(target, member.linkname, archive)
+                try:
+                    _inside(target, member.linkname, archive)
+                except DataError:
+                    raise DataError(
+                        f"{archive}: member {member.name!r} is a hard link to {member.linkname!r}, outside the "
+                        "target folder; refusing it"
+                    ) from None
             try:
                 tarfile.data_filter(member, str(target))
             except tarfile.FilterError as err:

@@ -13,7 +13,7 @@ import functools
 import socket
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,6 +28,7 @@ class LocalServer:
 
     root: Path
     port: int
+    headers: Callable[[str], dict[str, str]] | None = None
     hits: Counter = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -55,18 +56,33 @@ class _CountingHandler(SimpleHTTPRequestHandler):
         self.server_state = server_state
         super().__init__(*args, directory=str(server_state.root), **kwargs)
 
-    def send_head(self):
-        self.server_state.record_hit(unquote(urlsplit(self.path).path).lstrip("/"))
-        return super().send_head()
+    def _relpath(self) -> str:
+        return unquote(urlsplit(self.path).path).lstrip("/")
+
+    def do_GET(self) -> None:
+        self.server_state.record_hit(self._relpath())
+        super().do_GET()
+
+    def end_headers(self) -> None:
+        if self.server_state.headers is not None:
+            for name, value in self.server_state.headers(self._relpath()).items():
+                self.send_header(name, value)
+        super().end_headers()
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
         pass  # one line per image on stderr would drown the real logs
 
 
 @contextlib.contextmanager
-def serve_directory(root: str | Path) -> Iterator[LocalServer]:
-    """Serve ``root`` on 127.0.0.1 at a free port for the duration of the ``with`` block."""
-    state = LocalServer(root=Path(root).resolve(), port=0)
+def serve_directory(
+    root: str | Path, headers: Callable[[str], dict[str, str]] | None = None
+) -> Iterator[LocalServer]:
+    """Serve ``root`` on 127.0.0.1 at a free port for the duration of the ``with`` block.
+
+    ``headers(relpath)``, when given, adds response headers per file (e.g. the ETag and commit
+    headers a Hugging Face Hub endpoint sends).
+    """
+    state = LocalServer(root=Path(root).resolve(), port=0, headers=headers)
     handler = functools.partial(_CountingHandler, server_state=state)
     httpd = ThreadingHTTPServer((HOST, 0), handler)
     httpd.daemon_threads = True
