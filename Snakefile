@@ -34,9 +34,13 @@ wildcard_constraints:
 
 # The default target (first rule). Note: `--config` takes every argument after it, so name targets
 # before it: `snakemake all --config study=paper`, or just `snakemake --config study=paper`.
+# The study's products are its tables and every model bundle: naming the bundles here means that
+# deleting one (to retrain it) reruns exactly what depends on it, even though the tables exist.
 rule all:
     input:
         paths.tables_dir(S),
+        [paths.init_dir(S, pair) for pair in STUDY.pairs],
+        [paths.stage_dir(S, stage, e.id) for e in STUDY.experiments for stage in (1, 2)],
 
 
 include: "workflow/rules/data.smk"

@@ -37,7 +37,11 @@ def test_overlays_load_through_lmms_eval_with_the_settings_changed(tmp_path):
     from lmms_eval.utils import load_yaml_config
 
     written = write_overlays(["gqa", "textvqa_val", "mmbench_en_dev", "mmbench_cn_dev"], tmp_path)
-    assert sorted(p.name for p in written) == ["mmbench_cn_dev_rules.yaml", "mmbench_en_dev_rules.yaml", "textvqa_val_ocr.yaml"]
+    assert sorted(p.name for p in written) == [
+        "mmbench_cn_dev_rules.yaml",
+        "mmbench_en_dev_rules.yaml",
+        "textvqa_val_ocr.yaml",
+    ]
 
     textvqa = load_yaml_config(str(tmp_path / "textvqa_val_ocr.yaml"))
     assert textvqa["task"] == "textvqa_val_ocr" and textvqa["test_split"] == "validation"

@@ -57,7 +57,12 @@ def _oracle(task, doc) -> str:
 def test_files_and_manifest(bench):
     manifest = json.loads((bench / MANIFEST).read_text())
     assert set(manifest["tasks"]) == set(DEMO_TASKS)
-    assert manifest["tasks"]["demo_pope"]["splits"] == {"test": N, "adversarial": 6, "popular": 6, "random": 4}
+    assert manifest["tasks"]["demo_pope"]["splits"] == {
+        "test": N,
+        "adversarial": 6,
+        "popular": 6,
+        "random": 4,
+    }
     for task in DEMO_TASKS:
         assert (bench / task / f"{task}.yaml").is_file()
         assert list((bench / task / "images").glob("*.png"))
@@ -69,7 +74,9 @@ def test_same_seed_same_benchmark_other_seed_differs(tmp_path):
     shas = []
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
         generate_demo_benchmarks(tmp_path / name, 4, seed=seed, tasks=["demo_gqa", "demo_mme"])
-        shas.append({t: e["sha256"] for t, e in json.loads((tmp_path / name / MANIFEST).read_text())["tasks"].items()})
+        shas.append(
+            {t: e["sha256"] for t, e in json.loads((tmp_path / name / MANIFEST).read_text())["tasks"].items()}
+        )
     assert shas[0] == shas[1]
     assert shas[0]["demo_gqa"] != shas[2]["demo_gqa"]
 
@@ -109,7 +116,9 @@ def test_answering_yes_to_everything_is_chance_on_the_yes_no_benchmarks(tasks):
 
 def test_prompts_are_the_real_tasks_formats(tasks):
     gqa = tasks["demo_gqa"]
-    assert gqa.doc_to_text(gqa.test_docs()[0]).endswith("\nAnswer the question using a single word or phrase.")
+    assert gqa.doc_to_text(gqa.test_docs()[0]).endswith(
+        "\nAnswer the question using a single word or phrase."
+    )
     textvqa = tasks["demo_textvqa"]
     doc = textvqa.test_docs()[0]
     assert f"\nReference OCR token: {', '.join(doc['ocr_tokens'])}" in textvqa.doc_to_text(doc)
@@ -127,7 +136,10 @@ def test_pope_and_mme_structure():
     pope = pope_docs(30, seed=3)
     assert Counter(d["answer"] for d in pope["test"]) == {"yes": 15, "no": 15}
     assert {c: len(pope[c]) for c in POPE_CATEGORIES} == {"adversarial": 10, "popular": 10, "random": 10}
-    scene = Scene(shapes=(Shape("circle", "red", 0, 0, "big"), Shape("square", "blue", 1, 1, "small")), background="white")
+    scene = Scene(
+        shapes=(Shape("circle", "red", 0, 0, "big"), Shape("square", "blue", 1, 1, "small")),
+        background="white",
+    )
     popularity = Counter({("green", "triangle"): 5, ("red", "square"): 1})
     for seed in range(20):
         rng = random.Random(seed)

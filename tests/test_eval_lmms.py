@@ -81,7 +81,9 @@ def test_entry_point_resolves_to_our_model():
     assert get_model("llava_more") is LlavaMoreLMM
 
 
-@pytest.mark.parametrize("pair", [None, ("gemma2-2b", "siglip-so400m-384")], ids=["llama3.1-clip", "gemma2-siglip"])
+@pytest.mark.parametrize(
+    "pair", [None, ("gemma2-2b", "siglip-so400m-384")], ids=["llama3.1-clip", "gemma2-siglip"]
+)
 def test_batched_answers_equal_single_answers(pair, bundle, tokenizer_dir, tmp_path, lmms_tasks):
     from llava_more.eval.lmms_model import LlavaMoreLMM
 
@@ -234,11 +236,15 @@ def test_missing_data_file_fails_naming_the_task(bundle, benchmarks, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_failure_inside_lmms_eval_is_caught_although_it_exits_0(bundle, benchmarks, tmp_path, monkeypatch_module):
+def test_a_failure_inside_lmms_eval_is_caught_although_it_exits_0(
+    bundle, benchmarks, tmp_path, monkeypatch_module
+):
     broken = tmp_path / "model"
     shutil.copytree(bundle, broken)
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(EvaluationFailed, match=r"demo_gqa, demo_pope: lmms-eval produced no results \(exit 0\): .*Error"):
+    with pytest.raises(
+        EvaluationFailed, match=r"demo_gqa, demo_pope: lmms-eval produced no results \(exit 0\): .*Error"
+    ):
         run_lmms_eval(broken, ["demo_gqa", "demo_pope"], benchmarks, tmp_path / "out", batch_size=1, limit=2)
     assert not (tmp_path / "out" / SCORES_FILE).exists()
 

@@ -85,7 +85,9 @@ readme,readme,,LLaVA-v1.5-Phi_4-4B,,,,,GQA,99.9
 
 
 def _row(exp_id: str, llm: str, vision: str, columns: dict, stage: int = 2, flags=None) -> ExperimentScores:
-    return ExperimentScores(exp_id, columns, flags or {}, stage, llm=llm, vision=vision, s2=False, pretrain="lcs")
+    return ExperimentScores(
+        exp_id, columns, flags or {}, stage, llm=llm, vision=vision, s2=False, pretrain="lcs"
+    )
 
 
 def test_tables_mark_the_best_and_add_paper_values_and_deltas(tmp_path):
@@ -97,7 +99,10 @@ def test_tables_mark_the_best_and_add_paper_values_and_deltas(tmp_path):
         _row("gemma2-2b_clip-l-336_lcs", "gemma2-2b", "clip-l-336", {"GQA": 70.0, "POPE": 10.0}, stage=1),
         _row("phi4-mini_dinov2-l-reg-224_lcs", "phi4-mini", "dinov2-l-reg-224", {"GQA": 59.4}),
     ]  # fmt: skip
-    tables = {"table1_llm": [r.experiment_id for r in rows[:2]], "table2_vision": ["phi4-mini_dinov2-l-reg-224_lcs"]}
+    tables = {
+        "table1_llm": [r.experiment_id for r in rows[:2]],
+        "table2_vision": ["phi4-mini_dinov2-l-reg-224_lcs"],
+    }
     written = build_tables(rows, tables, tmp_path / "tables", tmp_path / "ref.csv")
 
     md = written["table1_llm"]["md"].read_text()
@@ -113,7 +118,9 @@ def test_tables_mark_the_best_and_add_paper_values_and_deltas(tmp_path):
     with open(written["table1_llm"]["csv"], newline="") as f:
         records = list(csv.DictReader(f))
     phi = records[0]
-    assert phi["GQA"] == "63.0" and phi["GQA_paper"] == "62.1" and float(phi["GQA_delta"]) == pytest.approx(0.9)
+    assert (
+        phi["GQA"] == "63.0" and phi["GQA_paper"] == "62.1" and float(phi["GQA_delta"]) == pytest.approx(0.9)
+    )
     assert phi["GQA_best"] == "True" and phi["POPE_best"] == "False" and phi["MMB-EN_flag"] == "0.1"
     assert [r["stage"] for r in records] == ["2", "2", "1"]
 
@@ -128,7 +135,9 @@ def test_demo_experiments_never_match_the_paper(tmp_path):
     (tmp_path / "ref.csv").write_text(REFERENCE)
     rows = [ExperimentScores("phi4-mini_clip-l-336_demo-lcs", {"GQA": 20.0}, llm="phi4-mini", vision="clip-l-336",
                              pretrain="demo-lcs")]  # fmt: skip
-    md = build_tables(rows, {"table1_llm": [rows[0].experiment_id]}, tmp_path, tmp_path / "ref.csv")["table1_llm"]["md"]
+    md = build_tables(rows, {"table1_llm": [rows[0].experiment_id]}, tmp_path, tmp_path / "ref.csv")[
+        "table1_llm"
+    ]["md"]
     assert "paper" not in md.read_text()
 
 

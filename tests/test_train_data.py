@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
-from test_train_helpers import make_bundle, make_dataset
+from tests.test_train_helpers import make_bundle, make_dataset
 
 from llava_more.data import LlavaJsonDataset
 from llava_more.model import load_bundle

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_helpers import bundle_weights, cli_env, make_bundle, make_dataset, train_cli, write_params
+from tests.test_train_helpers import bundle_weights, cli_env, make_bundle, make_dataset, train_cli, write_params
 
 from llava_more.train import TrainConfig, train_stage
 from llava_more.train.checkpoints import COMPLETE_MARKER, check_complete, checkpoint_dirs

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_helpers import bundle_weights, make_bundle, make_dataset
+from tests.test_train_helpers import bundle_weights, make_bundle, make_dataset
 
 from llava_more.errors import ConfigError, TrainingInterrupted, UserError
 from llava_more.train import TrainConfig, train_stage

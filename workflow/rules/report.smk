@@ -4,8 +4,7 @@
 
 def all_scores():
     out = [paths.scores(S, 2, e.id) for e in STUDY.experiments]
-    if STUDY.eval_untrained:
-        out += [paths.scores(S, 1, e.id) for e in STUDY.experiments]
+    out += [paths.scores(S, 1, exp_id) for exp_id in STUDY.eval_untrained]
     return out
 
 

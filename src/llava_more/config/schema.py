@@ -238,7 +238,7 @@ class Study:
     benchmarks: tuple[str, ...]
     benchmark_suite: str
     eval_samples: int | None
-    eval_untrained: bool
+    eval_untrained: tuple[str, ...]  # experiments whose stage-1 model is evaluated too
     experiments: tuple[Experiment, ...]
     tables: dict[str, tuple[str, ...]]  # table name -> experiment ids, in study order
 
@@ -437,10 +437,17 @@ def _parse_study(name, body, protocols, pretrain, instruct, suites, check_backbo
         benchmarks=suites[suite],
         benchmark_suite=suite,
         eval_samples=samples,
-        eval_untrained=bool(body.get("eval_untrained", False)),
+        eval_untrained=_untrained(body.get("eval_untrained", False), f"{path}.eval_untrained", experiments_t),
         experiments=experiments_t,
         tables=tables,
     )
+
+
+def _untrained(raw: Any, path: str, experiments: tuple[Experiment, ...]) -> tuple[str, ...]:
+    """``eval_untrained``: true (every experiment), false, or a filter / list of filters like a table's."""
+    if isinstance(raw, bool):
+        return tuple(e.id for e in experiments) if raw else ()
+    return _table_rows("eval_untrained", raw, path, experiments)
 
 
 def _check_backbones(exp: Experiment, size: str, where: str) -> None:

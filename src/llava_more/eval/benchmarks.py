@@ -81,8 +81,20 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("ai2d", "ai2d", _acc("AI2D", "exact_match,flexible-extract")),
         Benchmark("pope", "pope", _POPE),
         Benchmark("mme", "mme", _MME),
-        Benchmark("mmbench_en_dev", "mmbench_en_dev_rules", _MMB_EN, {"MMB-EN": _UNMATCHED}, overlay="mmbench_en_dev_rules"),
-        Benchmark("mmbench_cn_dev", "mmbench_cn_dev_rules", _MMB_CN, {"MMB-CN": _UNMATCHED}, overlay="mmbench_cn_dev_rules"),
+        Benchmark(
+            "mmbench_en_dev",
+            "mmbench_en_dev_rules",
+            _MMB_EN,
+            {"MMB-EN": _UNMATCHED},
+            overlay="mmbench_en_dev_rules",
+        ),
+        Benchmark(
+            "mmbench_cn_dev",
+            "mmbench_cn_dev_rules",
+            _MMB_CN,
+            {"MMB-CN": _UNMATCHED},
+            overlay="mmbench_cn_dev_rules",
+        ),
         Benchmark("mmbench_en_dev_gpt", "mmbench_en_dev", _MMB_EN, needs_env=("OPENAI_API_KEY",)),
         Benchmark("mmbench_cn_dev_gpt", "mmbench_cn_dev", _MMB_CN, needs_env=("OPENAI_API_KEY",)),
         Benchmark("seedbench", "seedbench", _SEED),
@@ -161,7 +173,11 @@ def _mmbench_rules(language: str) -> dict:
         "dataset_name": language,
         "process_results": function(f"{module}.process_results_{language}"),
         "metric_list": [
-            {"metric": "gpt_eval_score", "aggregation": function(f"{module}.aggregate_{language}"), "higher_is_better": True},
+            {
+                "metric": "gpt_eval_score",
+                "aggregation": function(f"{module}.aggregate_{language}"),
+                "higher_is_better": True,
+            },
             {"metric": "rule_unmatched", "aggregation": "mean", "higher_is_better": False},
         ],
     }

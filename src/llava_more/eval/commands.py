@@ -18,7 +18,9 @@ def _split(value: str) -> list[str]:
 def _make_benchmarks(args: argparse.Namespace) -> int:
     from llava_more.eval.demo_tasks import generate_demo_benchmarks
 
-    folders = generate_demo_benchmarks(args.out, args.n, args.seed, _split(args.tasks) if args.tasks else None)
+    folders = generate_demo_benchmarks(
+        args.out, args.n, args.seed, _split(args.tasks) if args.tasks else None
+    )
     print(json.dumps({task: str(path) for task, path in folders.items()}, indent=1))
     return 0
 
@@ -47,7 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("evaluate", help="run lmms-eval on a model bundle and write scores.json")
     p.add_argument("--model", required=True, help="model bundle folder")
-    p.add_argument("--tasks", required=True, help="comma-separated benchmark names (params.yaml benchmark_suites)")
+    p.add_argument(
+        "--tasks", required=True, help="comma-separated benchmark names (params.yaml benchmark_suites)"
+    )
     p.add_argument("--include-path", default=None, help="folder of local lmms-eval tasks (demo benchmarks)")
     p.add_argument("--out", required=True, help="folder for scores.json, lmms-eval's output and log")
     p.add_argument("--batch-size", type=int, default=1)

@@ -30,7 +30,16 @@ Docs = dict[str, list[dict]]
 MME_PERCEPTION = ("existence", "count", "position", "color", "OCR", "scene")
 MME_COGNITION = ("numerical_calculation", "commonsense_reasoning")
 # Image order: cognition early, so any --limit of 4 or more questions scores both halves.
-_MME_ORDER = ("existence", "numerical_calculation", "count", "commonsense_reasoning", "position", "color", "OCR", "scene")
+_MME_ORDER = (
+    "existence",
+    "numerical_calculation",
+    "count",
+    "commonsense_reasoning",
+    "position",
+    "color",
+    "OCR",
+    "scene",
+)
 POPE_CATEGORIES = ("adversarial", "popular", "random")
 SEED_VIDEO_EVERY = 4  # one question in four is about a "video" (SEED-Bench: ~20%)
 SEED_VIDEO_FRAMES = 3
@@ -93,7 +102,9 @@ def _negative(scene: Scene, category: str, rng: random.Random, popularity: Count
     """An absent (colour, kind), sampled the way POPE samples negatives for ``category``."""
     absent = world.absent_objects(scene)
     if category == "adversarial":  # shares a colour or a kind with something present
-        near = [(c, k) for c, k in absent if world.has_object(scene, color=c) or world.has_object(scene, kind=k)]
+        near = [
+            (c, k) for c, k in absent if world.has_object(scene, color=c) or world.has_object(scene, kind=k)
+        ]
         return rng.choice(near or absent)
     if category == "popular":  # the most frequent objects of the benchmark's images
         top = max(popularity[o] for o in absent)
@@ -134,7 +145,14 @@ def _mme_pair(scene: Scene, category: str, rng: random.Random) -> tuple[str, str
         wrong = rng.choice([m for m in (1, 2, 3) if m != n])
         return _count_question(n), _count_question(wrong)
     if category == "position":
-        wrong = rng.choice([world.position_name(r, c) for r in range(3) for c in range(3) if (r, c) != (shape.row, shape.col)])
+        wrong = rng.choice(
+            [
+                world.position_name(r, c)
+                for r in range(3)
+                for c in range(3)
+                if (r, c) != (shape.row, shape.col)
+            ]
+        )
         return (f"Is the {shape.name} in the {shape.position} of the image?",
                 f"Is the {shape.name} in the {wrong} of the image?")  # fmt: skip
     if category == "color":
@@ -156,12 +174,19 @@ def _mme_pair(scene: Scene, category: str, rng: random.Random) -> tuple[str, str
         main = world.main_shape(scene)
         right = _CORNERS[main.kind]
         wrong = rng.choice([c for c in (0, 3, 4) if c != right])
-        return (f"Does the big {main.kind} have {right} corners?", f"Does the big {main.kind} have {wrong} corners?")
+        return (
+            f"Does the big {main.kind} have {right} corners?",
+            f"Does the big {main.kind} have {wrong} corners?",
+        )
     raise ValueError(f"unknown MME category {category!r}")
 
 
 def _count_question(n: int) -> str:
-    return "Is there exactly one shape in the image?" if n == 1 else f"Are there exactly {n} shapes in the image?"
+    return (
+        "Is there exactly one shape in the image?"
+        if n == 1
+        else f"Are there exactly {n} shapes in the image?"
+    )
 
 
 def mme_docs(n: int, seed: int) -> Docs:
@@ -276,7 +301,11 @@ def seedbench_docs(n: int, seed: int) -> Docs:
             shape, direction, frames = _moving_frames(rng)
             options = list(_DIRECTIONS)
             rng.shuffle(options)
-            question, answer, images = f"In which direction is the {shape.name} moving?", "ABCD"[options.index(direction)], frames
+            question, answer, images = (
+                f"In which direction is the {shape.name} moving?",
+                "ABCD"[options.index(direction)],
+                frames,
+            )
             data_type = "video"
         else:
             scene = _scene(rng)

@@ -53,7 +53,11 @@ def _pope_config(task: str, split: str) -> dict:
         "generation_kwargs": {"max_new_tokens": 128, **_GREEDY},
         "process_results": _utils("pope", "pope_process_results"),
         "metric_list": [
-            {"metric": f"pope_{m}", "aggregation": _utils("pope", f"pope_aggregate_{m}"), "higher_is_better": True}
+            {
+                "metric": f"pope_{m}",
+                "aggregation": _utils("pope", f"pope_aggregate_{m}"),
+                "higher_is_better": True,
+            }
             for m in metrics
         ],
         "lmms_eval_specific_kwargs": {"default": {"pre_prompt": "", "post_prompt": _SHORT}},
@@ -78,7 +82,11 @@ def _mmbench_config(task: str, language: str) -> dict:
         "generation_kwargs": generation,
         "process_results": function(f"{rules}.process_results_{language}"),
         "metric_list": [
-            {"metric": "gpt_eval_score", "aggregation": function(f"{rules}.aggregate_{language}"), "higher_is_better": True},
+            {
+                "metric": "gpt_eval_score",
+                "aggregation": function(f"{rules}.aggregate_{language}"),
+                "higher_is_better": True,
+            },
             {"metric": "rule_unmatched", "aggregation": "mean", "higher_is_better": False},
         ],
         "lmms_eval_specific_kwargs": {"default": {"pre_prompt": "", "post_prompt": post_prompt}},
@@ -266,7 +274,12 @@ def generate_demo_benchmarks(
     for task in tasks:
         folders[task] = out / task
         entries[task] = _write_task(task, out / task, n_per_task, seed)
-    manifest = {"generator": "llava_more.eval.demo_tasks", "seed": seed, "n_per_task": n_per_task, "tasks": entries}
+    manifest = {
+        "generator": "llava_more.eval.demo_tasks",
+        "seed": seed,
+        "n_per_task": n_per_task,
+        "tasks": entries,
+    }
     # Written last: its presence means the folder is complete.
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return folders

@@ -172,7 +172,9 @@ class LlavaMoreLMM(lmms):
                 texts = self._generate([prepared[k] for k in chunk], gen_kwargs, requests[indices[chunk[0]]])
                 for k, text in zip(chunk, texts, strict=True):
                     answers[indices[k]] = text
-                    self.cache_hook.add_partial("generate_until", (requests[indices[k]].args[0], gen_kwargs), text)
+                    self.cache_hook.add_partial(
+                        "generate_until", (requests[indices[k]].args[0], gen_kwargs), text
+                    )
                 progress.update(len(chunk))
         progress.close()
         return answers  # type: ignore[return-value]
@@ -193,7 +195,9 @@ class LlavaMoreLMM(lmms):
             prompt_ids, _ = self._prepare_text(context, len(visuals))
             continuation_ids = self._tokenizer(str(continuation), add_special_tokens=False)["input_ids"]
             if not continuation_ids:
-                raise UserError(f"loglikelihood request with an empty continuation (context {context[:60]!r})")
+                raise UserError(
+                    f"loglikelihood request with an empty continuation (context {context[:60]!r})"
+                )
             scored.append((prompt_ids, continuation_ids, visuals))
 
         results: list[tuple[float, bool] | None] = [None] * len(requests)
@@ -283,11 +287,16 @@ class LlavaMoreLMM(lmms):
         template = get_template(self.meta.template)
         vocab = self._tokenizer.get_vocab()
         candidates: list = [vocab.get(token) for token in template.stop_tokens]
-        for value in (self._tokenizer.eos_token_id, getattr(self._model.generation_config, "eos_token_id", None)):
+        for value in (
+            self._tokenizer.eos_token_id,
+            getattr(self._model.generation_config, "eos_token_id", None),
+        ):
             candidates.extend(value if isinstance(value, list) else [value])
         ids = list(dict.fromkeys(int(t) for t in candidates if t is not None))
         if not ids:
-            raise UserError(f"{self.pretrained}: the tokenizer has no eos token, so generation could never stop")
+            raise UserError(
+                f"{self.pretrained}: the tokenizer has no eos token, so generation could never stop"
+            )
         self.template_stop_strings = list(template.stop_strings)
         return ids
 
@@ -328,7 +337,11 @@ class LlavaMoreLMM(lmms):
         pixel_values = self._pixel_values([image for _, images in batch for image in images])
         if pixel_values is not None:
             inputs["pixel_values"] = pixel_values
-        stopping = StoppingCriteriaList([_StopOnStrings(self._tokenizer, input_ids.shape[1], until)]) if until else None
+        stopping = (
+            StoppingCriteriaList([_StopOnStrings(self._tokenizer, input_ids.shape[1], until)])
+            if until
+            else None
+        )
         with torch.inference_mode():
             output = self._model.generate(
                 **inputs,
@@ -366,7 +379,9 @@ class LlavaMoreLMM(lmms):
         results = []
         for row, (prompt, continuation, _) in enumerate(batch):
             # logits at position t predict token t+1
-            positions = torch.arange(len(prompt) - 1, len(prompt) + len(continuation) - 1, device=log_probs.device)
+            positions = torch.arange(
+                len(prompt) - 1, len(prompt) + len(continuation) - 1, device=log_probs.device
+            )
             targets = torch.tensor(continuation, device=log_probs.device)
             token_log_probs = log_probs[row, positions].gather(-1, targets[:, None]).squeeze(-1)
             greedy = bool((log_probs[row, positions].argmax(-1) == targets).all())

@@ -36,7 +36,9 @@ OVERLAY_DIR = "tasks"
 
 def _model_args(model_dir: Path, device: str, max_new_tokens: int | None) -> str:
     if "," in str(model_dir) or "=" in str(model_dir):
-        raise UserError(f"{model_dir}: lmms-eval's model_args cannot carry a path with ',' or '='; move the model")
+        raise UserError(
+            f"{model_dir}: lmms-eval's model_args cannot carry a path with ',' or '='; move the model"
+        )
     args = f"pretrained={model_dir},device={device}"
     return args + (f",max_new_tokens={max_new_tokens}" if max_new_tokens else "")
 
@@ -81,7 +83,11 @@ def check_local_task_files(include_path: Path, benches: list[Benchmark]) -> None
             config = yaml.load(path.read_text(encoding="utf-8"), Loader=_TaskYamlLoader)
         except yaml.YAMLError:
             continue  # not ours to judge; lmms-eval reports it
-        if not isinstance(config, dict) or not isinstance(config.get("task"), str) or config["task"] not in wanted:
+        if (
+            not isinstance(config, dict)
+            or not isinstance(config.get("task"), str)
+            or config["task"] not in wanted
+        ):
             continue  # a group (its "task" is a list) or another task
         files = (config.get("dataset_kwargs") or {}).get("data_files") or {}
         for file in files.values() if isinstance(files, dict) else [files]:
@@ -100,7 +106,9 @@ def _is_number(value: Any) -> bool:
 def _check_task(bench: Benchmark, results: dict, raw_dir: Path, limit: float | None) -> dict[str, float]:
     task = bench.task
     if task not in results.get("results", {}):
-        raise EvaluationFailed(f"{bench.name}: lmms-eval wrote no result for task {task!r}; see {raw_dir.parent / LOG_FILE}")
+        raise EvaluationFailed(
+            f"{bench.name}: lmms-eval wrote no result for task {task!r}; see {raw_dir.parent / LOG_FILE}"
+        )
     metrics = results["results"][task]
     for column, spec in bench.columns.items():
         if not _is_number(metrics.get(spec.metric)):
@@ -119,7 +127,9 @@ def _check_task(bench: Benchmark, results: dict, raw_dir: Path, limit: float | N
     sample_files = list(raw_dir.rglob(f"*_samples_{task}.jsonl"))
     logged = sum(1 for f in sample_files for line in f.read_text().splitlines() if line.strip())
     if logged != expected:
-        raise EvaluationFailed(f"{bench.name}: {logged} samples logged for task {task!r}, {expected} expected; samples were lost")
+        raise EvaluationFailed(
+            f"{bench.name}: {logged} samples logged for task {task!r}, {expected} expected; samples were lost"
+        )
     return {key: value for key, value in metrics.items() if _is_number(value)}
 
 
@@ -177,7 +187,9 @@ def run_lmms_eval(
     out = Path(out_dir)
     names = ", ".join(tasks)
     if not (model_dir / "llava_more.json").is_file():
-        raise EvaluationFailed(f"{names}: not evaluated, {model_dir} is not a model bundle (no llava_more.json)")
+        raise EvaluationFailed(
+            f"{names}: not evaluated, {model_dir} is not a model bundle (no llava_more.json)"
+        )
     for bench in benches:
         missing = [var for var in bench.needs_env if not os.environ.get(var)]
         if missing:
@@ -185,7 +197,9 @@ def run_lmms_eval(
                                    f"{bench.name.removesuffix('_gpt')} (offline rule-based scoring) instead")  # fmt: skip
     if include_path is not None:
         if not Path(include_path).is_dir():
-            raise EvaluationFailed(f"{names}: task folder {include_path} does not exist; run `llava-more make-benchmarks`")
+            raise EvaluationFailed(
+                f"{names}: task folder {include_path} does not exist; run `llava-more make-benchmarks`"
+            )
         check_local_task_files(Path(include_path), benches)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -198,7 +212,11 @@ def run_lmms_eval(
             f"evaluate: {', '.join(b.name for b in benches if b.overlay)} need llava-more's own task files, which "
             "lmms-eval can only read from one --include-path; evaluate them in a separate run without --include-path"
         )
-    search_path = Path(include_path).resolve() if include_path is not None else (out / OVERLAY_DIR if overlays else None)
+    search_path = (
+        Path(include_path).resolve()
+        if include_path is not None
+        else (out / OVERLAY_DIR if overlays else None)
+    )
 
     command = [
         sys.executable, "-m", "lmms_eval",

@@ -13,14 +13,23 @@ from pathlib import Path
 from llava_more.report.tables import ExperimentScores, load_scores
 
 
-def collect_scores(scores_dir: str | Path, experiments: list, stages: tuple[int, ...] = (2,)) -> list[ExperimentScores]:
-    """Scores of every experiment (``config.Experiment``) at every stage; missing files are errors."""
-    rows = []
-    for stage in stages:
-        for exp in experiments:
-            path = Path(scores_dir) / f"stage{stage}" / exp.id / "scores.json"
-            rows.append(load_scores(path, exp.id, stage=stage, llm=exp.llm, vision=exp.vision, s2=exp.s2, pretrain=exp.pretrain))
-    return rows
+def collect_scores(scores_dir: str | Path, study) -> list[ExperimentScores]:
+    """Every experiment's stage-2 scores, and stage-1 scores for the study's ``eval_untrained``
+    experiments (``config.Study``); a missing file is an error naming it."""
+    wanted = [(2, exp) for exp in study.experiments]
+    wanted += [(1, study.experiment(exp_id)) for exp_id in study.eval_untrained]
+    return [
+        load_scores(
+            Path(scores_dir) / f"stage{stage}" / exp.id / "scores.json",
+            exp.id,
+            stage=stage,
+            llm=exp.llm,
+            vision=exp.vision,
+            s2=exp.s2,
+            pretrain=exp.pretrain,
+        )
+        for stage, exp in wanted
+    ]
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -29,8 +38,7 @@ def _report(args: argparse.Namespace) -> int:
     from llava_more.report.tables import build_tables
 
     study = load_params(args.params).study(args.study)
-    stages = (2, 1) if study.eval_untrained else (2,)
-    rows = collect_scores(args.scores_dir, list(study.experiments), stages)
+    rows = collect_scores(args.scores_dir, study)
     tables = {name: list(ids) for name, ids in study.tables.items()}
     written = build_tables(rows, tables, args.out, args.reference)
     plots = plot_benchmarks(rows, args.plots, args.reference) if args.plots else []
@@ -43,8 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write a study's result tables and plots from its scores")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--study", default=None, help="study name (default: params.yaml's `study`)")
-    p.add_argument("--scores-dir", required=True, help="results/<study>/eval (holds stage2/<experiment>/scores.json)")
+    p.add_argument(
+        "--scores-dir", required=True, help="results/<study>/eval (holds stage2/<experiment>/scores.json)"
+    )
     p.add_argument("--out", required=True, help="folder for <table>.md/.csv/.tex")
     p.add_argument("--plots", default=None, help="folder for per-benchmark bar charts (PNG)")
-    p.add_argument("--reference", default=None, help="paper_results.csv: adds paper and delta values where rows match")
+    p.add_argument(
+        "--reference", default=None, help="paper_results.csv: adds paper and delta values where rows match"
+    )
     p.set_defaults(func=_report)

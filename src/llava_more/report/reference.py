@@ -73,7 +73,12 @@ def paper_row(table: str, llm: str, vision: str, s2: bool, pretrain: str) -> Pap
         return PaperKey(table, group, row, ref=ref)
     if table == "table3_s2" and pretrain == "lcs" and vision in ("clip-l-336", "siglip2-so400m-384"):
         return PaperKey(table, group, _VISION_ROWS[vision][0], s2="yes" if s2 else "no")
-    if table == "table4_pretrain_data" and vision == "siglip2-so400m-384" and not s2 and pretrain in _PRETRAIN_ROWS:
+    if (
+        table == "table4_pretrain_data"
+        and vision == "siglip2-so400m-384"
+        and not s2
+        and pretrain in _PRETRAIN_ROWS
+    ):
         return PaperKey(table, group, _PRETRAIN_ROWS[pretrain])
     return None
 
@@ -84,12 +89,16 @@ class PaperResults:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.is_file():
-            raise UserError(f"{self.path}: reference results not found; pass --reference PATH or leave it out")
+            raise UserError(
+                f"{self.path}: reference results not found; pass --reference PATH or leave it out"
+            )
         with open(self.path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             missing = [c for c in REQUIRED_FIELDS if c not in (reader.fieldnames or [])]
             if missing:
-                raise UserError(f"{self.path}: missing column(s) {', '.join(missing)}; expected {', '.join(REQUIRED_FIELDS)}")
+                raise UserError(
+                    f"{self.path}: missing column(s) {', '.join(missing)}; expected {', '.join(REQUIRED_FIELDS)}"
+                )
             self.records = [r for r in reader if r["source"] == "paper"]
 
     def values(self, key: PaperKey) -> dict[str, float]:
@@ -103,5 +112,7 @@ class PaperResults:
                 try:
                     found[r["benchmark"]] = float(r["value"])
                 except ValueError:
-                    raise UserError(f"{self.path}: row {key.label()} {r['benchmark']}: value {r['value']!r} is not a number") from None
+                    raise UserError(
+                        f"{self.path}: row {key.label()} {r['benchmark']}: value {r['value']!r} is not a number"
+                    ) from None
         return found

@@ -45,7 +45,9 @@ class ExperimentScores:
         return paper_row(table, self.llm, self.vision, self.s2, self.pretrain)
 
 
-def load_scores(path: str | Path, experiment_id: str, *, stage: int = 2, **experiment: object) -> ExperimentScores:
+def load_scores(
+    path: str | Path, experiment_id: str, *, stage: int = 2, **experiment: object
+) -> ExperimentScores:
     """Read a ``scores.json`` written by ``run_lmms_eval``."""
     path = Path(path)
     if not path.is_file():
@@ -54,7 +56,9 @@ def load_scores(path: str | Path, experiment_id: str, *, stage: int = 2, **exper
         data = json.loads(path.read_text(encoding="utf-8"))
         columns = {k: float(v) for k, v in data["columns"].items()}
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise UserError(f"{path}: not a scores.json from `llava-more evaluate` ({err}); re-run the evaluation") from None
+        raise UserError(
+            f"{path}: not a scores.json from `llava-more evaluate` ({err}); re-run the evaluation"
+        ) from None
     unknown = [c for c in columns if c not in COLUMNS]
     if unknown:
         raise UserError(f"{path}: unknown column(s) {', '.join(unknown)}; known: {', '.join(COLUMNS)}")
@@ -81,7 +85,9 @@ def _flagged(scores: ExperimentScores, column: str) -> float | None:
 def _best(rows: list[_Row], columns: list[str]) -> dict[str, float]:
     best = {}
     for column in columns:
-        values = [r.scores.columns[column] for r in rows if r.scores.stage == 2 and column in r.scores.columns]
+        values = [
+            r.scores.columns[column] for r in rows if r.scores.stage == 2 and column in r.scores.columns
+        ]
         if values:
             best[column] = max(values)
     return best
@@ -116,9 +122,19 @@ def _markdown(name: str, rows: list[_Row], columns: list[str], best: dict[str, f
     for row in rows:
         lines.append("| " + " | ".join([row.scores.label, *(_cell(row, c, best) for c in columns)]) + " |")
         if row.paper:
-            lines.append("| ↳ paper: " + str(row.paper_label) + " | " + " | ".join(_fmt(row.paper.get(c)) for c in columns) + " |")
+            lines.append(
+                "| ↳ paper: "
+                + str(row.paper_label)
+                + " | "
+                + " | ".join(_fmt(row.paper.get(c)) for c in columns)
+                + " |"
+            )
             deltas = [_delta(row, c) for c in columns]
-            lines.append("| ↳ Δ (ours − paper) | " + " | ".join("" if d is None else f"{d:+.1f}" for d in deltas) + " |")
+            lines.append(
+                "| ↳ Δ (ours − paper) | "
+                + " | ".join("" if d is None else f"{d:+.1f}" for d in deltas)
+                + " |"
+            )
     notes = _footnotes(rows, columns)
     lines += ["", f"Bold: best {'' if len(rows) > 1 else 'and only '}instruction-tuned model per column."]
     return "\n".join(lines + [""] + notes) + "\n"
@@ -148,9 +164,17 @@ def _latex(name: str, rows: list[_Row], columns: list[str], best: dict[str, floa
         cells = [_cell(row, c, best, latex=True) for c in columns]
         lines.append(" & ".join([_latex_escape(row.scores.label), *cells]) + r" \\")
         if row.paper:
-            lines.append(" & ".join([_latex_escape(f"↳ paper: {row.paper_label}"), *(_fmt(row.paper.get(c)) for c in columns)]) + r" \\")
+            lines.append(
+                " & ".join(
+                    [_latex_escape(f"↳ paper: {row.paper_label}"), *(_fmt(row.paper.get(c)) for c in columns)]
+                )
+                + r" \\"
+            )
             deltas = [_delta(row, c) for c in columns]
-            lines.append(" & ".join([_latex_escape("↳ Δ"), *("" if d is None else f"{d:+.1f}" for d in deltas)]) + r" \\")
+            lines.append(
+                " & ".join([_latex_escape("↳ Δ"), *("" if d is None else f"{d:+.1f}" for d in deltas)])
+                + r" \\"
+            )
     lines += [r"\bottomrule", r"\end{tabular}"]
     lines += [f"% {_latex_escape(note)}" for note in _footnotes(rows, columns)]
     return "\n".join(lines) + "\n"
@@ -168,12 +192,23 @@ def _csv(path: Path, rows: list[_Row], columns: list[str], best: dict[str, float
         writer.writerow(header)
         for row in rows:
             s = row.scores
-            line: list[object] = [s.experiment_id, s.stage, s.llm or "", s.vision or "", s.s2, s.pretrain or ""]
+            line: list[object] = [
+                s.experiment_id,
+                s.stage,
+                s.llm or "",
+                s.vision or "",
+                s.s2,
+                s.pretrain or "",
+            ]
             for c in columns:
                 value = s.columns.get(c)
                 is_best = value is not None and s.stage == 2 and best.get(c) == value
                 flag = _flagged(s, c)
-                line += ["" if value is None else round(value, 4), is_best, "" if flag is None else round(flag, 4)]
+                line += [
+                    "" if value is None else round(value, 4),
+                    is_best,
+                    "" if flag is None else round(flag, 4),
+                ]
                 if with_paper:
                     delta = _delta(row, c)
                     line += [row.paper.get(c, ""), "" if delta is None else round(delta, 4)]
@@ -202,7 +237,9 @@ def build_tables(
         for exp_id in experiment_ids:
             matches = sorted((r for r in rows if r.experiment_id == exp_id), key=lambda r: -r.stage)
             if not matches:
-                raise UserError(f"table {name}: no scores for experiment {exp_id}; evaluate it before the report")
+                raise UserError(
+                    f"table {name}: no scores for experiment {exp_id}; evaluate it before the report"
+                )
             selected += matches
         table_rows = []
         for scores in selected:

@@ -58,15 +58,23 @@ class LlavaTrainer(Trainer):
         self.global_batch = global_batch
         self.group_by_length = group_by_length
         self._throughput_mark: tuple[float, int] | None = None
+        self._train_sampler: SeededGroupedSampler | None = None
 
     def _get_train_sampler(self, train_dataset=None) -> SeededGroupedSampler:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        return SeededGroupedSampler(
+        self._train_sampler = SeededGroupedSampler(
             dataset.lengths,
             seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
             group_by_length=self.group_by_length,
             group_size=self.global_batch,
         )
+        return self._train_sampler
+
+    def _run_epoch(self, *args: Any, **kwargs: Any) -> None:
+        # The Trainer's set_epoch does not reach the sampler through accelerate's skip + shard wrappers
+        # (multi-process resume mid-epoch): the resumed epoch would replay epoch 0's order.
+        self._train_sampler.set_epoch(kwargs["epoch"])
+        return super()._run_epoch(*args, **kwargs)
 
     # transformers 5.23: save_pretrained writes LLaVA checkpoints in the original key layout
     # (vision_tower.*, language_model.model.*), but Trainer resume loads them with a plain non-strict

@@ -10,6 +10,7 @@ every shard is done, img2dataset is not started at all (nothing is fetched twice
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import itertools
@@ -18,6 +19,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tarfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -148,28 +150,30 @@ def _run_img2dataset(candidates_path: Path, folder: Path, settings: DownloadSett
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     sigint = signal.getsignal(signal.SIGINT)  # img2dataset installs its own (it exits 0 on Ctrl-C)
+    # Its progress prints go to stderr: stdout is for the command's result.
     try:
-        download(
-            url_list=str(candidates_path),
-            input_format="parquet",
-            url_col="url",
-            caption_col="caption",
-            save_additional_columns=["rank", "sample_id"],
-            output_folder=str(folder),
-            output_format=settings.output_format,
-            image_size=settings.image_size,
-            resize_mode=settings.resize_mode,
-            resize_only_if_bigger=True,
-            encode_format=settings.encode_format,
-            number_sample_per_shard=settings.shard_size,
-            processes_count=settings.processes,
-            thread_count=settings.threads,
-            timeout=settings.timeout,
-            retries=settings.retries,
-            incremental_mode="incremental",
-            enable_wandb=False,
-            extract_exif=False,
-        )
+        with contextlib.redirect_stdout(sys.stderr):
+            download(
+                url_list=str(candidates_path),
+                input_format="parquet",
+                url_col="url",
+                caption_col="caption",
+                save_additional_columns=["rank", "sample_id"],
+                output_folder=str(folder),
+                output_format=settings.output_format,
+                image_size=settings.image_size,
+                resize_mode=settings.resize_mode,
+                resize_only_if_bigger=True,
+                encode_format=settings.encode_format,
+                number_sample_per_shard=settings.shard_size,
+                processes_count=settings.processes,
+                thread_count=settings.threads,
+                timeout=settings.timeout,
+                retries=settings.retries,
+                incremental_mode="incremental",
+                enable_wandb=False,
+                extract_exif=False,
+            )
     finally:
         signal.signal(signal.SIGINT, sigint)
 

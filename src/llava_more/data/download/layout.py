@@ -25,6 +25,7 @@ __all__ = [
     "finish_layout",
     "link_or_copy",
     "link_path",
+    "reset_outputs",
 ]
 
 # The human turn of an alignment (stage-1) record: the image alone, as in LLaVA's "plain" format.

@@ -177,16 +177,16 @@ def _read_rows(pool: MetadataPool, indices: list[int]) -> dict[int, tuple[object
         parquet = pq.ParquetFile(pool.files[file_number])
         sizes = [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)]
         starts = np.cumsum([0] + sizes)
-        local = sorted(index - int(offsets[file_number]) for index in wanted)
-        group_of = (np.searchsorted(starts, local, side="right") - 1).tolist()
-        groups = sorted(set(group_of))
-        table = parquet.read_row_groups(groups, columns=[pool.url_column, pool.caption_column])
-        # Where each group that was read begins inside ``table``.
-        begins = dict(zip(groups, np.cumsum([0] + [sizes[g] for g in groups]).tolist()[:-1], strict=True))
-        positions = [begins[g] + row - int(starts[g]) for row, g in zip(local, group_of, strict=True)]
-        taken = table.take(pa.array(positions, type=pa.int64()))
-        for row, url, caption in zip(local, taken.column(0).to_pylist(), taken.column(1).to_pylist(), strict=True):
-            found[row + int(offsets[file_number])] = (url, caption)
+        by_group: dict[int, list[int]] = {}
+        for index in wanted:
+            row = index - int(offsets[file_number])
+            by_group.setdefault(int(np.searchsorted(starts, row, side="right")) - 1, []).append(row)
+        for group, rows in sorted(by_group.items()):  # one row group in memory at a time
+            table = parquet.read_row_group(group, columns=[pool.url_column, pool.caption_column])
+            taken = table.take(pa.array([row - int(starts[group]) for row in rows], type=pa.int64()))
+            pairs = zip(rows, taken.column(0).to_pylist(), taken.column(1).to_pylist(), strict=True)
+            for row, url, caption in pairs:
+                found[row + int(offsets[file_number])] = (url, caption)
     return found
 
 
