@@ -1,7 +1,9 @@
-"""profiles/slurm on a real SLURM cluster: partitions, fake GPUs, requeue + resume, and the study itself.
+"""profiles/slurm on a real SLURM cluster (two slurmd nodes on this machine, fake GPUs).
 
-Each test writes a tiny workflow into a temporary folder whose rules carry the pipeline's rule names
-(``train``, ``evaluate``, ``init_model``), so the profile's per-rule settings apply to them unchanged.
+Covered: where each rule runs (partition, GPUs, CPUs), a requeued training job resuming from its
+checkpoint, the time-limit warning followed by a resuming retry, training on two nodes, and the `ci`
+study end to end. The tiny workflows carry the pipeline's rule names (``train``, ``evaluate``,
+``init_model``), so the profile's per-rule settings apply to them unchanged.
 """
 
 from __future__ import annotations

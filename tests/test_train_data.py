@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
-from tests.test_train_helpers import make_bundle, make_dataset
 
 from llava_more.data import LlavaJsonDataset
 from llava_more.model import load_bundle
 from llava_more.text import IGNORE_INDEX, IMAGE_TOKEN
 from llava_more.train.dataset import LlavaCollator, LlavaTrainDataset, expand_to_square
 from llava_more.train.sampler import SeededGroupedSampler
+from tests.test_train_helpers import make_bundle, make_dataset
 
 
 @pytest.fixture(scope="module")

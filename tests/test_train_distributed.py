@@ -12,10 +12,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.test_train_helpers import bundle_weights, cli_env, make_bundle, make_dataset, train_cli, write_params
 
 from llava_more.train import TrainConfig, train_stage
 from llava_more.train.checkpoints import COMPLETE_MARKER, check_complete, checkpoint_dirs
+from tests.test_train_helpers import (
+    bundle_weights,
+    cli_env,
+    make_bundle,
+    make_dataset,
+    train_cli,
+    write_params,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +62,9 @@ def test_two_processes_match_one(setup, zero):
     # DeepSpeed compiles its CPU communication op on first use (~2 min); the cache makes it once.
     env.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "llava-more" / "torch_extensions"))
     command = train_cli(setup["init"], setup["data"], params, out, work, "--nproc-per-node", "2", stage=2)
-    result = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=480)
+    result = subprocess.run(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=480
+    )
     assert result.returncode == 0, result.stdout[-4000:]
     assert "torchrun: 1 node x 2 process(es)" in result.stdout
     assert "global batch 4 = 2 per device x 1 accumulation step(s) x 2 device(s)" in result.stdout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from llava_more.errors import UserError
@@ -101,3 +103,30 @@ def test_single_node_slurm_job_needs_no_srun():
            "SLURM_GPUS_ON_NODE": "2"}  # fmt: skip
     plan = plan_launch(ARGS, env, local_devices=2, needs_process_group=True, python=PY)
     assert plan.mode == "torchrun" and plan.world_size == 2 and "--standalone" in plan.command
+
+
+def test_workers_rerun_exactly_this_command():
+    from llava_more.cli import build_parser
+    from llava_more.train.commands import worker_argv
+
+    argv = [
+        "train", "--stage", "1", "--init", "i", "--data", "d.json", "--image-root", "r", "--out", "o",
+        "--work-dir", "w", "--params", "p.yaml", "--protocol", "demo", "--max-steps", "7", "--seed", "3",
+        "--nproc-per-node", "2",
+    ]  # fmt: skip
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    assert worker_argv(args) == argv
+    assert vars(parser.parse_args(worker_argv(args))) == vars(args)
+
+
+def test_unknown_protocol_is_a_one_line_user_error(capsys):
+    from llava_more.cli import main
+
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    argv = ["train", "--stage", "1", "--init", "i", "--data", "d.json", "--image-root", "r", "--out", "o",
+            "--work-dir", "w", "--params", str(params), "--protocol", "llava-15"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "protocol 'llava-15' is not defined" in err and "llava-1.5" in err

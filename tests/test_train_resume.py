@@ -10,11 +10,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.test_train_helpers import bundle_weights, cli_env, make_bundle, make_dataset, train_cli, write_params
 
 from llava_more.train import TrainConfig, train_stage
 from llava_more.train.checkpoints import COMPLETE_MARKER, check_complete, checkpoint_dirs
 from llava_more.train.trainer import INTERRUPTED_MARKER
+from tests.test_train_helpers import (
+    bundle_weights,
+    cli_env,
+    make_bundle,
+    make_dataset,
+    train_cli,
+    write_params,
+)
 
 # 16 image + 8 text-only samples, global batch 4 (2 per device x 2 accumulation): 6 steps per epoch, 3 epochs.
 RECIPE = dict(

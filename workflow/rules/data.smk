@@ -1,6 +1,7 @@
 # Datasets: generate (demo) or fetch (real), then validate into clean.json + quarantine.jsonl.
 
-DEMO_PRETRAIN = [n for n, src in PARAMS.pretrain_data.items() if src.is_demo]
+DEMO_PRETRAIN = [n for n, src in PARAMS.pretrain_data.items() if src.source == "demo"]
+DEMO_WEB = [n for n, src in PARAMS.pretrain_data.items() if src.source == "demo-web"]
 DEMO_INSTRUCT = [n for n, src in PARAMS.instruct_data.items() if src.is_demo]
 
 
@@ -20,6 +21,19 @@ rule demo_pretrain_data:
     shell:
         "{LLAVA} make-demo-data pretrain --kind {params.src.options[kind]} --size {params.src.options[size]}"
         " --seed {params.src.options[seed]} --out {output} > {log} 2>&1"
+
+
+# LAION-like and Recap-like demo twins: served over local HTTP and downloaded with img2dataset,
+# the same path as the real web subsets.
+rule demo_web_data:
+    output:
+        directory(paths.raw_dir(paths.pretrain_dir("{name}"))),
+    wildcard_constraints:
+        name=one_of(DEMO_WEB) if DEMO_WEB else "^$",
+    log:
+        "logs/data/pretrain_{name}.log",
+    shell:
+        "{LLAVA} fetch-web-twin --params params.yaml --name {wildcards.name} --out {output} > {log} 2>&1"
 
 
 rule demo_instruct_data:

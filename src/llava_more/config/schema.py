@@ -153,6 +153,8 @@ PRETRAIN_SOURCES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "mix": (("source", "parts", "size", "seed"), ("source", "parts", "size", "seed")),
     "demo": (("source", "kind", "size", "seed"), ("source", "kind", "size", "seed")),
+    # A demo set served by a local HTTP server and downloaded through img2dataset, like LAION/Recap.
+    "demo-web": (("source", "kind", "size", "seed"), ("source", "kind", "size", "seed")),
 }
 INSTRUCT_SOURCES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "llava-instruct": (("source", "hf_dataset", "json", "local_path"), ("source", "hf_dataset", "json")),
@@ -171,7 +173,7 @@ class DataSource:
 
     @property
     def is_demo(self) -> bool:
-        return self.source == "demo"
+        return self.source in ("demo", "demo-web")
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.options.get(key, default)
@@ -190,7 +192,7 @@ def _parse_source(
             _typed(raw[key], int, f"{path}.{key}")
     if raw.get("size", 1) <= 0:
         raise ConfigError(f"{path}.size: must be positive")
-    if source == "demo" and "kind" in raw:
+    if source in ("demo", "demo-web") and "kind" in raw:
         _choice(raw["kind"], DEMO_PRETRAIN_KINDS, f"{path}.kind")
     local = raw.get("local_path")
     if local is not None:

@@ -59,7 +59,9 @@ def run_forwarding_signals(command: list[str]) -> int:
     """Run ``command``; SLURM's signals to this process go on to it (it checkpoints, we wait)."""
     child = subprocess.Popen(command)
     forwarded = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
-    previous = {sig: signal.signal(sig, lambda signum, _frame: child.send_signal(signum)) for sig in forwarded}
+    previous = {
+        sig: signal.signal(sig, lambda signum, _frame: child.send_signal(signum)) for sig in forwarded
+    }
     try:
         return child.wait()
     finally:
@@ -86,6 +88,7 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     logger.info("launching %s: %s", plan.description, " ".join(plan.command))
     marker = Path(args.work_dir) / INTERRUPTED_MARKER
+    marker.unlink(missing_ok=True)  # only a stop of *these* workers may turn into exit 75
     returncode = run_forwarding_signals(plan.command)
     if marker.is_file():
         raise TrainingInterrupted(f"workers stopped on a signal ({marker.read_text().strip()})")
@@ -93,12 +96,16 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train one LLaVA stage (resumable; exit 75 after a SIGTERM/SIGUSR1 checkpoint)")
+    p = sub.add_parser(
+        "train", help="train one LLaVA stage (resumable; exit 75 after a SIGTERM/SIGUSR1 checkpoint)"
+    )
     p.add_argument("--stage", type=int, choices=(1, 2), required=True)
     p.add_argument("--init", required=True, help="model bundle to start from (init model, or stage-1 output)")
     p.add_argument("--data", required=True, help="LLaVA JSON / JSONL training data")
     p.add_argument("--image-root", required=True, help="folder the records' image paths are relative to")
-    p.add_argument("--out", required=True, help="where the trained bundle is written (atomically, at the end)")
+    p.add_argument(
+        "--out", required=True, help="where the trained bundle is written (atomically, at the end)"
+    )
     p.add_argument("--work-dir", required=True, help="resumable checkpoints, logs and TensorBoard events")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--protocol", required=True, help="a key of params.yaml's `protocols`")

@@ -58,7 +58,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name, choices in self.CHOICES.items():
             if getattr(self, name) not in choices:
-                raise ConfigError(f"train config: {name}={getattr(self, name)!r} is not one of {', '.join(choices)}")
+                raise ConfigError(
+                    f"train config: {name}={getattr(self, name)!r} is not one of {', '.join(choices)}"
+                )
         if self.max_steps is not None and self.max_steps <= 0:
             raise ConfigError(f"train config: max_steps must be positive, got {self.max_steps}")
         if self.save_every_steps <= 0 or self.keep_checkpoints <= 0:

@@ -16,7 +16,6 @@ SLURM's warning signals (SIGTERM, SIGUSR1) to the workers and gives them time to
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -151,7 +150,3 @@ def visible_accelerators() -> int:
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def environment() -> dict[str, str]:
-    return dict(os.environ)

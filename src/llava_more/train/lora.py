@@ -30,10 +30,17 @@ def add_lora(model: torch.nn.Module, r: int, alpha: int, dropout: float) -> Peft
     if not targets:
         raise ValueError("no linear layer found in the language model to put LoRA adapters on")
     config = LoraConfig(
-        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, modules_to_save=[PROJECTOR], bias="none"
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
+        modules_to_save=[PROJECTOR],
+        bias="none",
     )
     peft_model = get_peft_model(model, config)
-    logger.info("LoRA r=%d alpha=%d on %d linear layers of the LLM; projector trained in full", r, alpha, len(targets))
+    logger.info(
+        "LoRA r=%d alpha=%d on %d linear layers of the LLM; projector trained in full", r, alpha, len(targets)
+    )
     return peft_model
 
 

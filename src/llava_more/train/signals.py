@@ -30,7 +30,9 @@ class StopRequest:
     def set(self, signum: int, _frame=None) -> None:
         if self.signal_name is None:
             self.signal_name = signal.Signals(signum).name
-            logger.warning("%s received: saving a checkpoint at the next step, then stopping", self.signal_name)
+            logger.warning(
+                "%s received: saving a checkpoint at the next step, then stopping", self.signal_name
+            )
 
 
 @contextmanager

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PrinterCallback, Trainer, TrainingArguments
 from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.utils import logging as hf_logging
 
 from llava_more.errors import ConfigError, TrainingInterrupted, UserError
 from llava_more.train.checkpoints import (
@@ -109,7 +110,9 @@ class LlavaTrainer(Trainer):
             now, step = time.monotonic(), self.state.global_step
             if self._throughput_mark is not None and step > self._throughput_mark[1]:
                 elapsed = now - self._throughput_mark[0]
-                logs["samples_per_second"] = round((step - self._throughput_mark[1]) * self.global_batch / elapsed, 3)
+                logs["samples_per_second"] = round(
+                    (step - self._throughput_mark[1]) * self.global_batch / elapsed, 3
+                )
             self._throughput_mark = (now, step)
         super().log(logs, start_time)
 
@@ -125,7 +128,10 @@ def training_arguments(cfg: TrainConfig, work_dir: Path, split: BatchSplit) -> T
     """TrainingArguments for ``cfg``: mixed precision, TF32 and checkpointing only where a GPU is."""
     on_gpu = torch.cuda.is_available()
     if not on_gpu and (cfg.precision != "fp32" or cfg.tf32 or cfg.gradient_checkpointing):
-        logger.info("no GPU: training in fp32 without tf32 or gradient checkpointing (protocol asks %s)", cfg.precision)
+        logger.info(
+            "no GPU: training in fp32 without tf32 or gradient checkpointing (protocol asks %s)",
+            cfg.precision,
+        )
     return TrainingArguments(
         output_dir=str(work_dir),
         per_device_train_batch_size=split.per_device,
@@ -159,29 +165,55 @@ def training_arguments(cfg: TrainConfig, work_dir: Path, split: BatchSplit) -> T
     )
 
 
+def _file_identity(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 def fingerprint(stage: int, cfg: TrainConfig, data_json: Path, init_dir: Path) -> dict[str, Any]:
-    """What a checkpoint must share with this run to be resumed by it."""
+    """What a checkpoint must share with this run to be resumed by it: stage, recipe, data file and
+    initial weights (a rerun of stage 1 makes stage 2's old checkpoints stale)."""
     recipe = {k: v for k, v in asdict(cfg).items() if k not in RUN_ONLY_FIELDS}
-    data = {"path": str(Path(data_json).resolve()), "bytes": Path(data_json).stat().st_size}
-    digest = hashlib.sha256(json.dumps([stage, recipe, data, str(init_dir.resolve())], sort_keys=True).encode())
-    return {"stage": stage, "recipe": recipe, "data": data, "digest": digest.hexdigest()[:16]}
+    data = {"path": str(data_json.resolve()), "file": _file_identity(data_json)}
+    init = {
+        "path": str(init_dir.resolve()),
+        "files": {p.name: _file_identity(p) for p in sorted(init_dir.glob("*.safetensors"))},
+    }
+    digest = hashlib.sha256(json.dumps([stage, recipe, data, init], sort_keys=True).encode())
+    return {"stage": stage, "recipe": recipe, "data": data, "init": init, "digest": digest.hexdigest()[:16]}
 
 
 def choose_checkpoint(work_dir: Path, expected: dict[str, Any], is_main: bool) -> Path | None:
-    """The newest complete checkpoint of this very run; the main process removes broken newer ones."""
+    """The newest complete checkpoint of this very run, or None to start from the initial model.
+
+    The main process removes broken checkpoints newer than it, and moves checkpoints written by a
+    different run (other recipe, data or initial model) to ``stale/`` rather than resuming them.
+    """
     checkpoint = find_resume_checkpoint(work_dir)
     if checkpoint is not None:
         written = read_marker(checkpoint).get("fingerprint", {})
         if written.get("digest") != expected["digest"]:
-            changed = sorted(
-                key for key in set(written.get("recipe", {})) | set(expected["recipe"])
+            changed = [
+                key for key in ("stage", "recipe", "data", "init") if written.get(key) != expected.get(key)
+            ]
+            changed += sorted(
+                f"recipe.{key}" for key in set(written.get("recipe", {})) | set(expected["recipe"])
                 if written.get("recipe", {}).get(key) != expected["recipe"].get(key)
             )  # fmt: skip
-            what = f"recipe keys {', '.join(changed)}" if changed else "stage, data or initial model"
-            raise UserError(
-                f"{work_dir}: holds checkpoints of a different run ({what} differ); delete the folder to start "
-                "over, or restore the settings it was written with"
-            )
+            if is_main:
+                stale = (
+                    work_dir
+                    / "stale"
+                    / f"{written.get('digest', 'unknown')}-{time.strftime('%Y%m%d-%H%M%S')}"
+                )
+                stale.mkdir(parents=True)
+                for _, folder in checkpoint_dirs(work_dir):
+                    folder.rename(stale / folder.name)
+                logger.warning(
+                    "%s: its checkpoints come from a different run (%s differ); moved them to %s and "
+                    "starting over", work_dir, ", ".join(changed) or "fingerprint", stale,
+                )  # fmt: skip
+            return None
     if is_main:
         remove_unusable(work_dir, keep=checkpoint)
     return checkpoint
@@ -191,7 +223,12 @@ def build_model(stage: int, cfg: TrainConfig, bundle: Any) -> torch.nn.Module:
     from llava_more.model import freeze_for_stage
 
     counts = freeze_for_stage(bundle.model, stage)
-    logger.info("stage %d: %s trainable / %s frozen parameters", stage, f"{counts['trainable']:,}", f"{counts['frozen']:,}")
+    logger.info(
+        "stage %d: %s trainable / %s frozen parameters",
+        stage,
+        f"{counts['trainable']:,}",
+        f"{counts['frozen']:,}",
+    )
     if cfg.lora_r:
         from llava_more.train.lora import add_lora
 
@@ -261,6 +298,8 @@ def train_stage(
         raise ConfigError("LoRA (lora_r > 0) is a stage-2 option; stage 1 trains only the projector")
     init_dir, data_json, work_dir, out_dir = Path(init_dir), Path(data_json), Path(work_dir), Path(out_dir)
 
+    if not stdout_is_terminal():  # SLURM logs: no progress bars for loading and saving weights
+        hf_logging.disable_progress_bar()
     request = StopRequest()
     with stop_on_signals(request):
         world_size = world_size_from_env()
@@ -282,7 +321,9 @@ def train_stage(
         model = build_model(stage, cfg, bundle)
         template = STAGE1_TEMPLATE if stage == 1 else bundle.meta.template
         if bundle.tokenizer.pad_token_id is None:
-            raise UserError(f"{init_dir}: the bundle's tokenizer has no pad token; rebuild it with apply_template()")
+            raise UserError(
+                f"{init_dir}: the bundle's tokenizer has no pad token; rebuild it with apply_template()"
+            )
 
         expected = fingerprint(stage, cfg, data_json, init_dir)
         with args.main_process_first(desc="dataset scan and checkpoint choice"):
@@ -301,7 +342,9 @@ def train_stage(
             logger.info("%d training samples (%s, template %s)", len(dataset), data_json, template)
             logger.info("resuming from %s" if resume else "starting from %s", resume or init_dir)
 
-        collator = LlavaCollator(pad_token_id=bundle.tokenizer.pad_token_id, placeholder=dataset.placeholder_sample())
+        collator = LlavaCollator(
+            pad_token_id=bundle.tokenizer.pad_token_id, placeholder=dataset.placeholder_sample()
+        )
         on_signal = CheckpointOnSignal(request)
         callbacks = [
             CompleteCheckpoints(work_dir, cfg.keep_checkpoints, {"fingerprint": expected}),
@@ -326,7 +369,9 @@ def train_stage(
         finished = trainer.state.global_step >= trainer.state.max_steps
         if on_signal.stopped_at_step is not None and not finished:
             if is_main:
-                (work_dir / INTERRUPTED_MARKER).write_text(f"{request.signal_name} at step {trainer.state.global_step}\n")
+                (work_dir / INTERRUPTED_MARKER).write_text(
+                    f"{request.signal_name} at step {trainer.state.global_step}\n"
+                )
             _barrier()
             raise TrainingInterrupted(
                 f"stopped on {request.signal_name} after step {trainer.state.global_step}/{trainer.state.max_steps}; "
