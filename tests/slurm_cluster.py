@@ -1,7 +1,7 @@
-"""A real single-node SLURM cluster for the tests of ``profiles/slurm``, and helpers to drive it.
+"""A real SLURM cluster on this machine for the tests of ``profiles/slurm``, and helpers to drive it.
 
-``scripts/slurm/start_cluster.sh`` installs and starts slurmctld, slurmd and munged (one node, partitions
-``cpu`` and ``gpu``, fake GPUs); the session fixture ``slurm_cluster`` starts it and stops it again if it
+``scripts/slurm/start_cluster.sh`` installs and starts slurmctld, munged and two slurmd nodes
+(partitions ``cpu`` and ``gpu``, fake GPUs); the session fixture ``slurm_cluster`` starts it and stops it again if it
 was not already running. A machine that cannot run SLURM (not root, no apt) fails the tests that need it,
 with the reason: a skipped SLURM test would hide a broken profile.
 

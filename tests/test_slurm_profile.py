@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from slurm_cluster import (  # noqa: F401  (slurm_cluster is a fixture)
+
+from tests.slurm_cluster import (  # noqa: F401  (slurm_cluster is a fixture)
     REPO,
     job_state,
     profile_config,

@@ -8,6 +8,7 @@ layout is defined once. Datasets are shared by every study; models and results a
     data/instruct/<set>/...                            same for instruction data
     data/benchmarks/<suite>/                           local lmms-eval tasks (demo suites)
     runs/<study>/tokenizer/                            demo tokenizer (tiny studies only)
+    runs/<study>/vision/<vision>/                      tiny studies: the warmed-up tiny encoder
     runs/<study>/init/<pair>/                          initial model bundle (before training)
     runs/<study>/stage1/<exp>/  stage2/<exp>/           finished model bundles
     runs/<study>/work/stage{1,2}/<exp>/                resumable checkpoints (outside rule outputs)
@@ -58,6 +59,11 @@ def benchmarks_dir(suite: str) -> str:
 
 def tokenizer_dir(study: str) -> str:
     return f"{RUNS}/{study}/tokenizer"
+
+
+def vision_dir(study: str, vision: str) -> str:
+    """Tiny studies: the warmed-up tiny encoder of a vision family (``llava-more warm-vision``)."""
+    return f"{RUNS}/{study}/vision/{vision}"
 
 
 def init_dir(study: str, pair: str) -> str:

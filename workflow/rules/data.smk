@@ -9,6 +9,10 @@ def data_dir(kind, name):
     return paths.pretrain_dir(name) if kind == "pretrain" else paths.instruct_dir(name)
 
 
+def mix_option(mix):
+    return "--mix " + ",".join(f"{k}={v}" for k, v in mix.items()) if mix else ""
+
+
 rule demo_pretrain_data:
     output:
         directory(paths.raw_dir(paths.pretrain_dir("{name}"))),
@@ -43,11 +47,12 @@ rule demo_instruct_data:
         name=one_of(DEMO_INSTRUCT) if DEMO_INSTRUCT else "^$",
     params:
         src=lambda w: PARAMS.instruct_data[w.name],
+        mix=lambda w: mix_option(PARAMS.instruct_data[w.name].get("mix")),
     log:
         "logs/data/instruct_{name}.log",
     shell:
         "{LLAVA} make-demo-data instruct --size {params.src.options[size]} --seed {params.src.options[seed]}"
-        " --out {output} > {log} 2>&1"
+        " {params.mix} --out {output} > {log} 2>&1"
 
 
 rule validate_data:

@@ -20,17 +20,39 @@ rule demo_tokenizer:
         "{LLAVA} make-tokenizer --texts {input} --out {output} --vocab-size {params.vocab} > {log} 2>&1"
 
 
+rule warm_vision:
+    output:
+        directory(paths.vision_dir(S, "{vision}")),
+    params:
+        steps=PARAMS.demo_vision["steps"],
+        seed=PARAMS.demo_vision["seed"],
+    log:
+        f"logs/{S}/vision_{{vision}}.log",
+    shell:
+        "OMP_NUM_THREADS=1 {LLAVA} warm-vision --vision {wildcards.vision} --steps {params.steps}"
+        " --seed {params.seed} --out {output} > {log} 2>&1"
+
+
+def init_inputs(w):
+    """Tiny studies: the demo tokenizer and the warmed-up encoder; real ones start from HF checkpoints."""
+    if STUDY.size != "tiny":
+        return {}
+    return {"tokenizer": paths.tokenizer_dir(S), "vision": paths.vision_dir(S, STUDY.pairs[w.pair].vision)}
+
+
 rule init_model:
     input:
-        tokenizer=[paths.tokenizer_dir(S)] if STUDY.size == "tiny" else [],
+        unpack(init_inputs),
     output:
         directory(paths.init_dir(S, "{pair}")),
     params:
         exp=lambda w: STUDY.pairs[w.pair],
         s2=lambda w: "--s2" if STUDY.pairs[w.pair].s2 else "",
-        tokenizer=lambda w, input: f"--tokenizer {input.tokenizer}" if input.tokenizer else "--pretrained",
+        sources=lambda w, input: (
+            f"--tokenizer {input.tokenizer} --vision-path {input.vision}" if "tokenizer" in input.keys() else "--pretrained"
+        ),
     log:
         f"logs/{S}/init_{{pair}}.log",
     shell:
         "{LLAVA} init-model --llm {params.exp.llm} --vision {params.exp.vision} {params.s2} --size {STUDY.size}"
-        " {params.tokenizer} --out {output} > {log} 2>&1"
+        " {params.sources} --out {output} > {log} 2>&1"

@@ -30,11 +30,14 @@ rule train:
     params:
         work=lambda w: paths.work_dir(S, w.stage, w.exp),
         root=image_root,
+        # Multi-node on SLURM: the profile's `mpi: srun` resource starts one task per node, each of
+        # which runs torchrun for its node (empty on one node and locally).
+        launcher=lambda w, resources: resources.get("mpi", ""),
         protocol=STUDY.protocol,
     threads: 1
     log:
         f"logs/{S}/stage{{stage}}_{{exp}}.log",
     shell:
-        "OMP_NUM_THREADS={threads} {LLAVA} train --stage {wildcards.stage} --init {input.init}"
+        "OMP_NUM_THREADS={threads} {params.launcher} {LLAVA} train --stage {wildcards.stage} --init {input.init}"
         " --data {input.data} --image-root {params.root} --out {output} --work-dir {params.work}"
         " --params params.yaml --protocol {params.protocol} > {log} 2>&1"

@@ -158,7 +158,7 @@ PRETRAIN_SOURCES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 INSTRUCT_SOURCES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "llava-instruct": (("source", "hf_dataset", "json", "local_path"), ("source", "hf_dataset", "json")),
-    "demo": (("source", "size", "seed"), ("source", "size", "seed")),
+    "demo": (("source", "size", "seed", "mix"), ("source", "size", "seed")),
 }
 DEMO_PRETRAIN_KINDS = ("lcs", "alttext", "recap", "mix")
 
@@ -325,6 +325,7 @@ class Params:
     max_bad_fraction: float = 0.01
     demo_benchmarks: dict[str, int] = field(default_factory=dict)
     demo_tokenizer: dict[str, int] = field(default_factory=dict)
+    demo_vision: dict[str, int] = field(default_factory=dict)
     path: Path | None = None
 
     def study(self, name: str | None = None) -> Study:
@@ -336,7 +337,7 @@ class Params:
 
 TOP_KEYS = (
     "study", "protocols", "pretrain_data", "instruct_data", "benchmark_suites", "studies", "validation",
-    "demo_benchmarks", "demo_tokenizer",
+    "demo_benchmarks", "demo_tokenizer", "demo_vision",
 )
 REQUIRED_TOP_KEYS = ("study", "protocols", "pretrain_data", "instruct_data", "benchmark_suites", "studies")
 
@@ -350,10 +351,13 @@ def parse_params(raw: Any, base_dir: Path = Path("."), check_backbones: bool = T
         raise ConfigError("validation.max_bad_fraction: must be in [0, 1)")
     demo_bench = _check_keys(raw.get("demo_benchmarks") or {}, "demo_benchmarks", ("size", "seed"))
     demo_tok = _check_keys(raw.get("demo_tokenizer") or {}, "demo_tokenizer", ("vocab_size",))
+    demo_vision = _check_keys(raw.get("demo_vision") or {}, "demo_vision", ("steps", "seed"))
     for where, value in (
         ("demo_benchmarks.size", demo_bench.setdefault("size", 200)),
         ("demo_benchmarks.seed", demo_bench.setdefault("seed", 0)),
         ("demo_tokenizer.vocab_size", demo_tok.setdefault("vocab_size", 2000)),
+        ("demo_vision.steps", demo_vision.setdefault("steps", 300)),
+        ("demo_vision.seed", demo_vision.setdefault("seed", 0)),
     ):
         _typed(value, int, where)
     protocols = {}
@@ -393,7 +397,7 @@ def parse_params(raw: Any, base_dir: Path = Path("."), check_backbones: bool = T
     default = raw["study"]
     if default not in studies:
         raise ConfigError(f"study: {default!r} is not one of the defined studies ({', '.join(studies)})")
-    return Params(default, protocols, pretrain, instruct, suites, studies, max_bad, demo_bench, demo_tok)
+    return Params(default, protocols, pretrain, instruct, suites, studies, max_bad, demo_bench, demo_tok, demo_vision)
 
 
 def _parse_study(name, body, protocols, pretrain, instruct, suites, check_backbones) -> Study:

@@ -16,10 +16,17 @@ def _make_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mix(text: str) -> dict[str, float]:
+    try:
+        return {k.strip(): float(v) for k, v in (item.split("=") for item in text.split(",") if item.strip())}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected kind=share,kind=share..., got {text!r}") from None
+
+
 def _make_instruct(args: argparse.Namespace) -> int:
     from llava_more.data.demo_instruct import generate_demo_instruct
 
-    dataset = generate_demo_instruct(args.out, args.size, args.seed)
+    dataset = generate_demo_instruct(args.out, args.size, args.seed, mix=args.mix)
     print(json.dumps(dataset.manifest, indent=1))
     return 0
 
@@ -74,6 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     instruct.add_argument("--size", required=True, type=_positive, help="number of records")
     instruct.add_argument("--seed", required=True, type=int)
     instruct.add_argument("--out", required=True, help="output folder")
+    instruct.add_argument(
+        "--mix", type=_mix, default=None, help="share of each conversation kind, e.g. short=0.5,existence=0.5"
+    )
     instruct.set_defaults(func=_make_instruct)
 
     validate = sub.add_parser(

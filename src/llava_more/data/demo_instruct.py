@@ -53,13 +53,19 @@ _DETAIL_PROMPTS = (
 )
 
 
-def generate_demo_instruct(out_dir: str | Path, n: int, seed: int) -> DemoDataset:
-    """Write ``n`` instruction-tuning conversations (LLaVA-665K layout) under ``out_dir``."""
+def generate_demo_instruct(
+    out_dir: str | Path, n: int, seed: int, mix: dict[str, float] | None = None
+) -> DemoDataset:
+    """Write ``n`` instruction-tuning conversations (LLaVA-665K layout) under ``out_dir``.
+
+    ``mix`` gives the share of each conversation kind (keys of ``MIX``; default ``MIX``).
+    """
     if n < 1:
         raise DataError(f"demo instruction size must be at least 1, got {n}")
+    mix = check_mix(mix) if mix is not None else MIX
     out = Path(out_dir)
     images_dir = prepare_out_dir(out)
-    kinds = exact_split(n, MIX, random.Random(f"llava-more/instruct-mix/{seed}"))
+    kinds = exact_split(n, mix, random.Random(f"llava-more/instruct-mix/{seed}"))
     records = []
     for index, kind in enumerate(kinds):
         rng = record_rng(f"instruct-{kind}", seed, index)
@@ -75,17 +81,27 @@ def generate_demo_instruct(out_dir: str | Path, n: int, seed: int) -> DemoDatase
         save_png(demo_world.render_scene(scene, IMAGE_SIZE), images_dir, relpath)
         records.append({"id": record_id, "image": relpath, "conversations": _with_image_token(turns, rng)})
     counts = {"records": n, "images": n - kinds.count("text")}
-    for kind in MIX:
+    for kind in mix:
         counts[kind] = kinds.count(kind)
     manifest = {
         "generator": "llava_more.data.demo_instruct",
         "seed": seed,
         "size": n,
         "image_size": IMAGE_SIZE,
-        "mix": MIX,
+        "mix": mix,
         "counts": counts,
     }
     return finish_dataset(out, records, manifest)
+
+
+def check_mix(mix: dict[str, float]) -> dict[str, float]:
+    """A valid conversation mix: known kinds, non-negative shares summing to 1."""
+    unknown = sorted(set(mix) - set(MIX))
+    if unknown:
+        raise DataError(f"unknown conversation kinds {unknown} in the instruct mix; kinds: {', '.join(MIX)}")
+    if any(v < 0 for v in mix.values()) or abs(sum(mix.values()) - 1) > 1e-6:
+        raise DataError(f"instruct mix shares must be non-negative and sum to 1, got {mix}")
+    return {k: float(mix.get(k, 0.0)) for k in MIX}
 
 
 def _with_image_token(turns: list[tuple[str, str]], rng: random.Random) -> list[dict]:

@@ -90,7 +90,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--s2-scales", type=int, nargs="+", metavar="PX", help="explicit S2 scales (implies --s2)"
     )
     init.add_argument("--size", required=True, choices=("tiny", "real"))
-    init.add_argument("--tokenizer", required=True, type=Path, metavar="DIR", help="tokenizer folder")
+    init.add_argument(
+        "--tokenizer", default=None, type=Path, metavar="DIR",
+        help="tokenizer folder (default: the LLM checkpoint's own tokenizer)",
+    )
     init.add_argument("--out", required=True, type=Path, metavar="DIR", help="bundle folder to write")
     init.add_argument("--pretrained", action="store_true", help="load the LLM and encoder checkpoints")
     init.add_argument("--llm-path", default=None, help="LLM checkpoint (default: the registry's HF id)")

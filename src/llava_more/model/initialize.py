@@ -46,7 +46,7 @@ def init_model(
     vision_id: str,
     *,
     size: str,
-    tokenizer_dir: str | Path,
+    tokenizer_dir: str | Path | None,
     out_dir: str | Path,
     s2_scales: Sequence[int] | bool | None = None,
     pretrained: bool = False,
@@ -80,7 +80,14 @@ def init_model(
             "--vision-path (the registry's Hugging Face ids are real-size checkpoints)"
         )
     template_id = llm.template
-    tokenizer = apply_template(load_tokenizer(tokenizer_dir), template_id)
+    # Real pairs use their LLM's own tokenizer; tiny twins the demo tokenizer trained locally.
+    if tokenizer_dir is None:
+        from transformers import AutoTokenizer
+
+        base_tokenizer = AutoTokenizer.from_pretrained(llm_path or llm.hf_id)
+    else:
+        base_tokenizer = load_tokenizer(tokenizer_dir)
+    tokenizer = apply_template(base_tokenizer, template_id)
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     common = {
         "s2_scales": scales,
@@ -95,6 +102,11 @@ def init_model(
         )
     else:
         model = build_llava(llm_id, vision_id, size=size, **common)
+        if vision_path:
+            # A random tiny LLM with a warmed-up tiny encoder (`llava-more warm-vision`): the demo's
+            # stand-in for the study's pretrained encoders.
+            tower = vision.model_class.from_pretrained(vision_path)
+            model.model.vision_tower.load_state_dict(tower.state_dict())
     set_generation_tokens(model, tokenizer, get_template(template_id).stop_tokens)
     meta = BundleMeta(
         llm_id=llm_id,

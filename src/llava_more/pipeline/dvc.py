@@ -109,6 +109,7 @@ def params_read_by(job: Job, params: Params, study: str) -> list[str]:
         (r"^data/(pretrain|instruct)/[^/]+/(clean\.json|quarantine\.jsonl)$", lambda m: ["validation"]),
         (r"^data/benchmarks/", lambda m: ["demo_benchmarks"]),
         (r"^runs/[^/]+/tokenizer$", lambda m: ["demo_tokenizer"]),
+        (r"^runs/[^/]+/vision/", lambda m: ["demo_vision"]),
         (r"^runs/[^/]+/init/", lambda m: [f"studies.{study}.size"]),
         (r"^runs/[^/]+/stage([12])/", lambda m: [f"protocols.{s.protocol}.stage{m[1]}"]),
         (r"^results/[^/]+/eval/", lambda m: [f"studies.{study}.eval_samples", f"studies.{study}.benchmarks"]),

@@ -117,3 +117,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--nproc-per-node", type=int, default=None, help="processes per node (default: one per visible GPU)"
     )
     p.set_defaults(func=_train)
+
+    w = sub.add_parser(
+        "warm-vision",
+        help="tiny studies: warm up a tiny vision encoder on the demo world (stands in for pretraining)",
+    )
+    w.add_argument("--vision", required=True, help="vision encoder id (its tiny twin is trained)")
+    w.add_argument("--out", required=True, help="folder for the encoder (Hugging Face format)")
+    w.add_argument("--steps", type=int, default=300)
+    w.add_argument("--batch-size", type=int, default=64)
+    w.add_argument("--lr", type=float, default=2e-3)
+    w.add_argument("--seed", type=int, default=0)
+    w.set_defaults(func=_warm_vision)
+
+
+def _warm_vision(args: argparse.Namespace) -> int:
+    import json
+
+    from llava_more.train.vision_warmup import warm_up_vision
+
+    report = warm_up_vision(
+        args.vision, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed
+    )
+    print(json.dumps(report))
+    return 0
