@@ -178,3 +178,23 @@ def test_missing_image_root_and_bad_arguments_are_user_errors(tmp_path):
         validate_dataset(data, tmp_path, tmp_path / "q.jsonl", 1.5)
     with pytest.raises(DataError, match="overwrite the input"):
         validate_dataset(data, tmp_path, tmp_path / "q.jsonl", 0.1, clean_path=data)
+
+
+def test_the_clean_remainder_trains(tmp_path):
+    """Validation's clean file is what training reads: a stage-2 run on it finishes and exports."""
+    import yaml
+
+    from llava_more.model import load_bundle
+    from llava_more.train.config import TrainConfig
+    from llava_more.train.trainer import train_stage
+    from tests.test_train_helpers import make_bundle
+
+    _write_images(tmp_path / "img")
+    data = tmp_path / "data.jsonl"
+    _write_jsonl(data)
+    report = validate_dataset(data, tmp_path / "img", tmp_path / "q.jsonl", max_bad_fraction=0.9)
+    protocol = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    cfg = TrainConfig.from_protocol(protocol["protocols"]["ci"]["stage2"], max_steps=2, seed=0)
+    init = make_bundle(tmp_path / "init")
+    train_stage(2, init, report.clean_path, tmp_path / "img", tmp_path / "out", tmp_path / "work", cfg)
+    assert load_bundle(tmp_path / "out").meta.llm_id

@@ -160,3 +160,15 @@ def _gray():
     from PIL import Image
 
     return Image.new("RGB", (64, 50), (128, 128, 128))
+
+
+def test_models_defaults_to_the_paper_study(capsys):
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    study = load_params(params).study("paper")
+    assert main(["models", "--json", "--params", str(params)]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["id"] for r in records] == list(study.pairs)
+    assert len(records) == 23
+    s2 = {r["id"]: r for r in records if r["s2"]}
+    assert s2["phi4-mini_clip-l-336_s2"]["projector_in"] == 3072
+    assert s2["gemma2-9b_siglip2-so400m-384_s2"]["projector_in"] == 3456

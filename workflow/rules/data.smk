@@ -48,11 +48,12 @@ rule demo_instruct_data:
     params:
         src=lambda w: PARAMS.instruct_data[w.name],
         mix=lambda w: mix_option(PARAMS.instruct_data[w.name].get("mix")),
+        turns=lambda w: PARAMS.instruct_data[w.name].get("max_turns", 3),
     log:
         "logs/data/instruct_{name}.log",
     shell:
         "{LLAVA} make-demo-data instruct --size {params.src.options[size]} --seed {params.src.options[seed]}"
-        " {params.mix} --out {output} > {log} 2>&1"
+        " {params.mix} --max-turns {params.turns} --out {output} > {log} 2>&1"
 
 
 rule validate_data:

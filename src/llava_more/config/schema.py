@@ -158,7 +158,7 @@ PRETRAIN_SOURCES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 INSTRUCT_SOURCES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "llava-instruct": (("source", "hf_dataset", "json", "local_path"), ("source", "hf_dataset", "json")),
-    "demo": (("source", "size", "seed", "mix"), ("source", "size", "seed")),
+    "demo": (("source", "size", "seed", "mix", "max_turns"), ("source", "size", "seed")),
 }
 DEMO_PRETRAIN_KINDS = ("lcs", "alttext", "recap", "mix")
 

@@ -26,7 +26,7 @@ def _mix(text: str) -> dict[str, float]:
 def _make_instruct(args: argparse.Namespace) -> int:
     from llava_more.data.demo_instruct import generate_demo_instruct
 
-    dataset = generate_demo_instruct(args.out, args.size, args.seed, mix=args.mix)
+    dataset = generate_demo_instruct(args.out, args.size, args.seed, mix=args.mix, max_turns=args.max_turns)
     print(json.dumps(dataset.manifest, indent=1))
     return 0
 
@@ -84,6 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     instruct.add_argument(
         "--mix", type=_mix, default=None, help="share of each conversation kind, e.g. short=0.5,existence=0.5"
     )
+    instruct.add_argument("--max-turns", type=_positive, default=3, help="most question-answer turns per image")
     instruct.set_defaults(func=_make_instruct)
 
     validate = sub.add_parser(

@@ -54,12 +54,16 @@ _DETAIL_PROMPTS = (
 
 
 def generate_demo_instruct(
-    out_dir: str | Path, n: int, seed: int, mix: dict[str, float] | None = None
+    out_dir: str | Path, n: int, seed: int, mix: dict[str, float] | None = None, max_turns: int = 3
 ) -> DemoDataset:
     """Write ``n`` instruction-tuning conversations (LLaVA-665K layout) under ``out_dir``.
 
-    ``mix`` gives the share of each conversation kind (keys of ``MIX``; default ``MIX``).
+    ``mix`` gives the share of each conversation kind (keys of ``MIX``; default ``MIX``);
+    ``max_turns`` bounds the question-answer turns per image of the short-answer kinds (LLaVA-665K
+    groups many VQA questions on one image).
     """
+    if max_turns < 1:
+        raise DataError(f"max_turns must be at least 1, got {max_turns}")
     if n < 1:
         raise DataError(f"demo instruction size must be at least 1, got {n}")
     mix = check_mix(mix) if mix is not None else MIX
@@ -76,7 +80,7 @@ def generate_demo_instruct(
         scene = demo_world.random_scene(
             rng, word_probability=1.0 if kind == "word" else demo_world.WORD_PROBABILITY
         )
-        turns = _TURN_BUILDERS[kind](scene, rng)
+        turns = _TURN_BUILDERS[kind](scene, rng, max_turns)
         relpath = image_relpath(index)
         save_png(demo_world.render_scene(scene, IMAGE_SIZE), images_dir, relpath)
         records.append({"id": record_id, "image": relpath, "conversations": _with_image_token(turns, rng)})
@@ -89,6 +93,7 @@ def generate_demo_instruct(
         "size": n,
         "image_size": IMAGE_SIZE,
         "mix": mix,
+        "max_turns": max_turns,
         "counts": counts,
     }
     return finish_dataset(out, records, manifest)
@@ -126,42 +131,42 @@ def _distinct(draw: Callable[[], QA], count: int) -> list[QA]:
     return list(seen.values())
 
 
-def _short_turns(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
+def _short_turns(scene: Scene, rng: random.Random, max_turns: int = 3) -> list[tuple[str, str]]:
     def draw() -> QA:
         if rng.random() < 0.2:
             return demo_questions.existence_question(scene, rng)
         return demo_questions.short_answer_question(scene, rng)
 
-    return [(prompt_text(qa), qa.answer) for qa in _distinct(draw, rng.randint(1, 3))]
+    return [(prompt_text(qa), qa.answer) for qa in _distinct(draw, rng.randint(1, max_turns))]
 
 
-def _existence_turns(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
-    qas = _distinct(lambda: demo_questions.existence_question(scene, rng), rng.randint(1, 3))
+def _existence_turns(scene: Scene, rng: random.Random, max_turns: int = 3) -> list[tuple[str, str]]:
+    qas = _distinct(lambda: demo_questions.existence_question(scene, rng), rng.randint(1, max_turns))
     return [(prompt_text(qa), qa.answer) for qa in qas]
 
 
-def _choice_turns(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
+def _choice_turns(scene: Scene, rng: random.Random, max_turns: int = 3) -> list[tuple[str, str]]:
     qa = demo_questions.multiple_choice_question(scene, rng)
     return [(prompt_text(qa), qa.answer)]
 
 
-def _word_turns(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
+def _word_turns(scene: Scene, rng: random.Random, max_turns: int = 3) -> list[tuple[str, str]]:
     qa = demo_questions.word_question(scene, rng)
     turns = [(prompt_text(qa), qa.answer)]
-    follow_ups = _distinct(lambda: demo_questions.short_answer_question(scene, rng), rng.randint(0, 2))
+    follow_ups = _distinct(lambda: demo_questions.short_answer_question(scene, rng), rng.randint(0, max_turns - 1))
     return turns + [(prompt_text(f), f.answer) for f in follow_ups]
 
 
-def _conversation_turns(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
+def _conversation_turns(scene: Scene, rng: random.Random, max_turns: int = 3) -> list[tuple[str, str]]:
     pool = _chat_pairs(scene, rng)
     return rng.sample(pool, min(len(pool), rng.randint(1, 3)))
 
 
-def _detail_turns(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
+def _detail_turns(scene: Scene, rng: random.Random, max_turns: int = 3) -> list[tuple[str, str]]:
     return [(rng.choice(_DETAIL_PROMPTS), demo_captions.recap_caption(scene, rng))]
 
 
-_TURN_BUILDERS: dict[str, Callable[[Scene, random.Random], list[tuple[str, str]]]] = {
+_TURN_BUILDERS: dict[str, Callable[[Scene, random.Random, int], list[tuple[str, str]]]] = {
     "short": _short_turns,
     "existence": _existence_turns,
     "choice": _choice_turns,

@@ -20,13 +20,20 @@ _TABLE_COLUMNS = (
 )
 
 
+# The study `llava-more models` describes by default: the paper's.
+DEFAULT_STUDY = "paper"
+
+
 def _pairs(args: argparse.Namespace) -> list[tuple[str, str, tuple[int, ...] | bool | None]]:
-    """(llm, vision, s2) of the study's initial models, or of every registered pair without a study."""
-    if args.study is None:
-        return [(llm, vision, None) for llm in list_llms() for vision in list_visions()]
+    """(llm, vision, s2) of the study's initial models: ``--study``, else the paper study when
+    params.yaml defines one, else every registered pair (``--all``)."""
     from llava_more.config import load_params
 
-    study = load_params(args.params).study(args.study)
+    params = load_params(args.params) if Path(args.params).exists() else None
+    name = args.study or (None if args.all else DEFAULT_STUDY)
+    if name is None or params is None or (args.study is None and DEFAULT_STUDY not in params.studies):
+        return [(llm, vision, None) for llm in list_llms() for vision in list_visions()]
+    study = params.study(name)
     pairs = []
     for exp in study.pairs.values():
         # Explicit scales are for the study's size; the real-size record uses the encoder's defaults.
@@ -74,9 +81,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     models.add_argument("--json", action="store_true", help="one JSON record per line")
     models.add_argument(
-        "--study", default=None, help="only this study's models (default: every registered pair)"
+        "--study", default=None, help="this study's models (default: the paper study, if params.yaml has it)"
     )
     models.add_argument("--params", default="params.yaml", type=Path)
+    models.add_argument("--all", action="store_true", help="every registered LLM x encoder pair (no S2)")
     models.add_argument("--size", default="real", choices=("real", "tiny"))
     models.set_defaults(func=_models)
 
