@@ -8,8 +8,9 @@ from PIL import Image
 
 from llava_more.data import LlavaJsonDataset
 from llava_more.model import load_bundle
+from llava_more.model.preprocess import expand_to_square
 from llava_more.text import IGNORE_INDEX, IMAGE_TOKEN
-from llava_more.train.dataset import LlavaCollator, LlavaTrainDataset, expand_to_square
+from llava_more.train.dataset import LlavaCollator, LlavaTrainDataset
 from llava_more.train.sampler import SeededGroupedSampler
 from tests.test_train_helpers import make_bundle, make_dataset
 

@@ -50,10 +50,13 @@ def run(cmd: list[str], cwd: Path, timeout: float = 900, check: bool = True) -> 
 
 
 def tree_digest(path: Path) -> dict[str, str]:
-    """sha256 of every file under ``path`` (relative names), to compare artifacts byte for byte."""
+    """sha256 of every file under ``path`` (relative names), to compare artifacts byte for byte.
+
+    Snakemake's ``.snakemake_timestamp`` markers in directory outputs are bookkeeping, not artifacts.
+    """
     import hashlib
 
     out = {}
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".snakemake_timestamp"):
         out[str(file.relative_to(path))] = hashlib.sha256(file.read_bytes()).hexdigest()
     return out

@@ -1,4 +1,4 @@
-"""``llava-more make-benchmarks`` and ``llava-more evaluate``."""
+"""``llava-more make-benchmarks``, ``llava-more evaluate`` and ``llava-more chat``."""
 
 from __future__ import annotations
 
@@ -39,6 +39,23 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chat(args: argparse.Namespace) -> int:
+    import sys
+
+    from llava_more.eval.chat import ChatSession, chat_loop, check_decoding, load_chat_model, load_image
+
+    check_decoding(args.max_new_tokens, args.temperature)
+    image = load_image(args.image)  # before the (slow) model load, so a typo fails at once
+    quantization = "8bit" if args.load_in_8bit else "4bit" if args.load_in_4bit else None
+    chat_model = load_chat_model(args.model, device=args.device, dtype=args.dtype, quantization=quantization)
+    session = ChatSession(chat_model, image, max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+    if args.query is not None:
+        session.ask(args.query, sys.stdout)
+    else:
+        chat_loop(session, sys.stdin, sys.stdout, sys.stderr)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("make-benchmarks", help="write the demo benchmarks as local lmms-eval tasks")
     p.add_argument("--out", required=True, help="folder to write (pass it to evaluate --include-path)")
@@ -59,3 +76,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-new-tokens", type=int, default=None, help="cap on generated tokens per answer")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser(
+        "chat", help="ask a model about an image, once (--query) or interactively; answers stream"
+    )
+    p.add_argument("--model", required=True, help="model bundle folder, Hugging Face model folder or Hub id")
+    p.add_argument("--image", required=True, help="image file the conversation is about")
+    p.add_argument("--query", default=None, help="answer this one question and exit (default: interactive)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="cap on generated tokens per answer")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 decodes greedily; above 0 samples")
+    p.add_argument("--device", default=None, help="default: cuda when a GPU is visible, else cpu")
+    p.add_argument("--dtype", default="auto", help="auto (the saved dtype), float32, bfloat16 or float16")
+    quantized = p.add_mutually_exclusive_group()
+    quantized.add_argument(
+        "--load-in-8bit", action="store_true", help="bitsandbytes 8-bit weights (GPU only)"
+    )
+    quantized.add_argument(
+        "--load-in-4bit", action="store_true", help="bitsandbytes 4-bit weights (GPU only)"
+    )
+    p.set_defaults(func=_chat)

@@ -31,12 +31,12 @@ from tqdm import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from llava_more.errors import UserError
+from llava_more.model.preprocess import ASPECT_RATIOS, pixel_values
 
 log = logging.getLogger(__name__)
 
 # Used when a task gives no max_new_tokens (LLaVA's own VQA evaluation uses 128).
 DEFAULT_MAX_NEW_TOKENS = 128
-ASPECT_RATIOS = ("pad", "square")
 
 
 class _StopOnStrings(StoppingCriteria):
@@ -52,17 +52,6 @@ class _StopOnStrings(StoppingCriteria):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
         return torch.tensor([any(s in t for s in self.stops) for t in texts], device=input_ids.device)
-
-
-def pad_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
-    """Centre ``image`` on a square canvas of ``fill`` colour (LLaVA's ``image_aspect_ratio=pad``)."""
-    width, height = image.size
-    if width == height:
-        return image
-    side = max(width, height)
-    canvas = Image.new(image.mode, (side, side), fill)
-    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
-    return canvas
 
 
 def cut_at_stops(text: str, stops: Sequence[str]) -> str:
@@ -264,14 +253,8 @@ class LlavaMoreLMM(lmms):
     def _pixel_values(self, images: list[Image.Image]) -> torch.Tensor | None:
         if not images:
             return None
-        if self.image_aspect_ratio == "pad":
-            mean = getattr(self.image_processor, "image_mean", None) or (0.5, 0.5, 0.5)
-            fill = tuple(int(round(255 * m)) for m in mean[:3])
-            images = [pad_to_square(image.convert("RGB"), fill) for image in images]
-        else:
-            images = [image.convert("RGB") for image in images]
-        pixel_values = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
-        return pixel_values.to(self._device, dtype=self._model.dtype)
+        values = pixel_values(self.image_processor, images, self.image_aspect_ratio)
+        return values.to(self._device, dtype=self._model.dtype)
 
     def _prepare(self, context, doc_to_visual, doc_id, task, split) -> tuple[list[int], list[Image.Image]]:
         doc = self.task_dict[task][split][doc_id]

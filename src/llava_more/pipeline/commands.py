@@ -1,4 +1,4 @@
-"""``llava-more dvc-yaml``: write dvc.yaml for a study from the Snakemake DAG."""
+"""``llava-more dvc-yaml`` (dvc.yaml for a study from the Snakemake DAG) and ``llava-more plan`` (its cost and state)."""
 
 from __future__ import annotations
 
@@ -26,3 +26,62 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study", default=None, help="study name (default: params.yaml's `study`)")
     p.add_argument("--out", default="dvc.yaml", help="file to write, or - for standard output")
     p.set_defaults(func=_dvc_yaml)
+    register_plan(sub)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    import json
+
+    from llava_more.config import load_params
+    from llava_more.pipeline.plan import Assumptions, plan_study, render_table
+
+    assumptions = Assumptions(
+        gpu=args.gpu,
+        mfu=args.mfu,
+        throughput=args.throughput,
+        stage1_text_tokens=args.stage1_text_tokens,
+        stage2_text_tokens=args.stage2_text_tokens,
+        eval_sample_seconds=args.eval_sample_seconds,
+    )
+    params = load_params(args.params)
+    plan = plan_study(params, args.study, Path(args.params).resolve().parent, assumptions, not args.no_remote)
+    print(json.dumps(plan.to_dict(), indent=1) if args.json else render_table(plan), end="\n" if args.json else "")
+    return 0
+
+
+def register_plan(sub: argparse._SubParsersAction) -> None:
+    from llava_more.pipeline.plan import GPUS, Assumptions
+
+    d = Assumptions()
+    p = sub.add_parser(
+        "plan",
+        help="a study's jobs, estimated GPU-hours per stage, and what is already built",
+        description="List the study's jobs (from the Snakemake DAG) with estimated GPU-hours: training from model "
+        "FLOPs (stage 1: 4 x LLM params per token, frozen LLM backward; stage 2: 6 x; projector 6 x and frozen "
+        "encoder 2 x params per image token, x14 encoder passes with S2) over peak bf16 FLOP/s x MFU, or a "
+        "measured throughput; evaluation from benchmark sample counts. All are estimates. 'local' means the "
+        "outputs exist here; 'remote' that the DVC remote holds the version in dvc.lock.",
+    )
+    p.add_argument("--params", default="params.yaml", help="params.yaml of the checkout to plan")
+    p.add_argument("--study", default=None, help="study name (default: params.yaml's `study`)")
+    p.add_argument("--gpu", choices=sorted(GPUS), default=d.gpu, help=f"GPU type for peak FLOP/s (default {d.gpu})")
+    p.add_argument("--mfu", type=float, default=d.mfu, help=f"assumed model FLOPs utilisation (default {d.mfu})")
+    p.add_argument(
+        "--throughput", type=float, default=None, metavar="TOKENS_PER_S_PER_GPU",
+        help="measured training throughput; replaces the FLOPs estimate (same rate for every model)",
+    )
+    p.add_argument(
+        "--stage1-text-tokens", type=float, default=d.stage1_text_tokens,
+        help=f"assumed mean text tokens per stage-1 sample, besides image tokens (default {d.stage1_text_tokens:g})",
+    )
+    p.add_argument(
+        "--stage2-text-tokens", type=float, default=d.stage2_text_tokens,
+        help=f"assumed mean text tokens per stage-2 sample, besides image tokens (default {d.stage2_text_tokens:g})",
+    )
+    p.add_argument(
+        "--eval-sample-seconds", type=float, default=d.eval_sample_seconds,
+        help=f"A100-seconds per benchmark sample for a 7B model (default {d.eval_sample_seconds:g})",
+    )
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--no-remote", action="store_true", help="do not ask the DVC remote (only local outputs)")
+    p.set_defaults(func=_plan)

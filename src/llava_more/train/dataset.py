@@ -26,25 +26,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from llava_more.errors import DataError
+from llava_more.model.preprocess import mean_colour, pixel_values
 from llava_more.text import IGNORE_INDEX, IMAGE_TOKEN, SampleTooLong, encode_conversation
 
 logger = logging.getLogger(__name__)
-
-
-def expand_to_square(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
-    """Pad the shorter side symmetrically so the image becomes square (content is not resized)."""
-    width, height = image.size
-    if width == height:
-        return image
-    side = max(width, height)
-    canvas = Image.new(image.mode, (side, side), background)
-    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
-    return canvas
-
-
-def mean_colour(image_processor: Any) -> tuple[int, int, int]:
-    mean = getattr(image_processor, "image_mean", None) or (0.5, 0.5, 0.5)
-    return tuple(int(round(255 * m)) for m in mean)
 
 
 def with_image_token(conversations: Sequence[dict], has_image: bool) -> list[dict]:
@@ -150,9 +135,7 @@ class LlavaTrainDataset(Dataset):
         return len(self.indices)
 
     def pixel_values(self, image: Image.Image) -> torch.Tensor:
-        if self.image_aspect_ratio == "pad":
-            image = expand_to_square(image, mean_colour(self.image_processor))
-        return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+        return pixel_values(self.image_processor, [image], self.image_aspect_ratio)[0]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         item = self.source[self.indices[index]]
