@@ -60,3 +60,10 @@ def tree_digest(path: Path) -> dict[str, str]:
     for file in sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".snakemake_timestamp"):
         out[str(file.relative_to(path))] = hashlib.sha256(file.read_bytes()).hexdigest()
     return out
+
+
+def tree_digest_file(path: Path) -> dict[str, str]:
+    """``tree_digest`` for a single file."""
+    import hashlib
+
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest()}
