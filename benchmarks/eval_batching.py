@@ -50,7 +50,8 @@ def main() -> None:
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        startup = evaluate(args.model, args.tasks, args.include_path, 1, tmp / "warm", limit=1)
+        first_task = args.tasks.split(",")[0]  # start-up: imports and model load, one question
+        startup = evaluate(args.model, first_task, args.include_path, 1, tmp / "warm", limit=1)
         rows, results = [], {}
         for batch in sizes:
             wall = evaluate(args.model, args.tasks, args.include_path, batch, tmp / f"b{batch}", None)
