@@ -160,3 +160,29 @@ def test_cli_reports_a_bad_params_file_in_one_line_within_five_seconds(tmp_path)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "clip-b-224" in lines[0] and "clip-l-336" in lines[0], proc.stderr
     assert elapsed < 5, f"validation took {elapsed:.1f}s"
+
+
+def test_a_recaptioned_set_names_its_source_and_model():
+    raw = copy.deepcopy(RAW)
+    raw["pretrain_data"]["lcs-recap"] = {"source": "recaption", "from": "lcs", "model": "runs/x/stage2/y"}
+    assert parse(raw, check_backbones=False).pretrain_data["lcs-recap"].get("from") == "lcs"
+    raw["pretrain_data"]["lcs-recap"]["from"] = "lsc"
+    with pytest.raises(ConfigError, match=r"pretrain_data\.lcs-recap\.from: 'lsc' is not another pretrain_data entry"):
+        parse(raw, check_backbones=False)
+
+
+def test_the_recaption_rule_plans_a_recaptioned_set(tmp_path):
+    """A study on a recaptioned set plans: fetch the source, recaption it, then train on it."""
+    import shutil
+
+    raw = copy.deepcopy(RAW)
+    raw["pretrain_data"]["demo-lcs-recap"] = {"source": "recaption", "from": "demo-lcs", "model": "some/captioner"}
+    raw["studies"]["ci"]["experiments"] = [{"llm": "llama3.1-8b", "vision": "clip-l-336", "pretrain": "demo-lcs-recap"}]
+    raw["studies"]["ci"]["tables"] = {"table1_llm": {"vision": "clip-l-336"}}
+    for name in ("Snakefile", "workflow"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy2)(ROOT / name, tmp_path / name)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    snakemake = Path(sys.executable).with_name("snakemake")
+    out = subprocess.run([str(snakemake), "-n", "-p", "--config", "study=ci"], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "llava_more recaption --model some/captioner --json data/pretrain/demo-lcs/raw/data.json" in out.stdout

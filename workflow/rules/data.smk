@@ -73,7 +73,8 @@ rule validate_data:
         " --clean-out {output.clean} --max-bad-fraction {params.max_bad} > {log} 2>&1"
 
 
-REAL_PRETRAIN = [n for n, src in PARAMS.pretrain_data.items() if not src.is_demo]
+REAL_PRETRAIN = [n for n, src in PARAMS.pretrain_data.items() if src.source not in ("demo", "demo-web", "recaption")]
+RECAPTIONED = [n for n, src in PARAMS.pretrain_data.items() if src.source == "recaption"]
 REAL_INSTRUCT = [n for n, src in PARAMS.instruct_data.items() if not src.is_demo]
 
 
@@ -105,3 +106,22 @@ rule fetch_instruct_data:
         "logs/data/instruct_{name}.log",
     shell:
         "{LLAVA} fetch-data --params params.yaml --name {wildcards.name} --kind instruct --out {output} > {log} 2>&1"
+
+
+# A recaptioned variant of any pre-training set: a captioning model writes dense captions for its
+# images (resumable: captions already written are kept when the job restarts in the same folder).
+rule recaption_data:
+    input:
+        lambda w: paths.raw_dir(paths.pretrain_dir(PARAMS.pretrain_data[w.name].get("from"))),
+    output:
+        directory(paths.raw_dir(paths.pretrain_dir("{name}"))),
+    wildcard_constraints:
+        name=one_of(RECAPTIONED) if RECAPTIONED else "^$",
+    params:
+        model=lambda w: PARAMS.pretrain_data[w.name].get("model"),
+        batch=lambda w: PARAMS.pretrain_data[w.name].get("batch_size", 8),
+    log:
+        "logs/data/pretrain_{name}.log",
+    shell:
+        "{LLAVA} recaption --model {params.model} --json {input}/data.json --image-root {input}/images"
+        " --out {output} --batch-size {params.batch} > {log} 2>&1"

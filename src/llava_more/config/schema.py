@@ -152,6 +152,9 @@ PRETRAIN_SOURCES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("source", "metadata", "caption_field", "size", "seed"),
     ),
     "mix": (("source", "parts", "size", "seed"), ("source", "parts", "size", "seed")),
+    # Dense captions written by a captioning model (one of our bundles or an HF image-text-to-text
+    # id) for the images of another pretrain_data entry: a Recap-style variant of any source.
+    "recaption": (("source", "from", "model", "batch_size"), ("source", "from", "model")),
     "demo": (("source", "kind", "size", "seed"), ("source", "kind", "size", "seed")),
     # A demo set served by a local HTTP server and downloaded through img2dataset, like LAION/Recap.
     "demo-web": (("source", "kind", "size", "seed"), ("source", "kind", "size", "seed")),
@@ -373,6 +376,11 @@ def parse_params(raw: Any, base_dir: Path = Path("."), check_backbones: bool = T
         for name, body in (raw["pretrain_data"] or {}).items()
     }
     for name, src in pretrain.items():
+        if src.source == "recaption" and (src.get("from") not in pretrain or src.get("from") == name):
+            raise ConfigError(
+                f"pretrain_data.{name}.from: {src.get('from')!r} is not another pretrain_data entry; "
+                f"entries: {', '.join(pretrain)}"
+            )
         if src.source == "mix":
             for part in src.get("parts") or []:
                 if part not in pretrain or part == name:
