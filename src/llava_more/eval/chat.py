@@ -26,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from transformers import TextStreamer
 
 from llava_more.errors import ConfigError, UserError
-from llava_more.eval.lmms_model import cut_at_stops
+from llava_more.eval.lmms_model import cut_at_stops, stop_token_ids
 from llava_more.model.preprocess import ASPECT_RATIOS, pixel_values
 
 log = logging.getLogger(__name__)
@@ -60,15 +60,6 @@ def bundle_pixel_values(
     if aspect_ratio not in ASPECT_RATIOS:
         raise UserError(f"image_aspect_ratio={aspect_ratio!r}: expected one of {', '.join(ASPECT_RATIOS)}")
     return pixel_values(image_processor, images, aspect_ratio)
-
-
-def stop_token_ids(tokenizer: Any, model: Any, stop_tokens: Sequence[str] = ()) -> list[int]:
-    """End-of-turn ids: the template's stop tokens, the tokenizer's EOS and the generation config's EOS."""
-    vocab = tokenizer.get_vocab()
-    candidates: list = [vocab.get(token) for token in stop_tokens]
-    for value in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
-        candidates.extend(value if isinstance(value, list) else [value])
-    return list(dict.fromkeys(int(t) for t in candidates if t is not None))
 
 
 # ---------------------------------------------------------------------------------------------- models

@@ -54,6 +54,15 @@ class _StopOnStrings(StoppingCriteria):
         return torch.tensor([any(s in t for s in self.stops) for t in texts], device=input_ids.device)
 
 
+def stop_token_ids(tokenizer: Any, model: Any, stop_tokens: Sequence[str] = ()) -> list[int]:
+    """End-of-turn ids: the template's stop tokens, the tokenizer's EOS and the generation config's EOS."""
+    vocab = tokenizer.get_vocab()
+    candidates: list = [vocab.get(token) for token in stop_tokens]
+    for value in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        candidates.extend(value if isinstance(value, list) else [value])
+    return list(dict.fromkeys(int(t) for t in candidates if t is not None))
+
+
 def cut_at_stops(text: str, stops: Sequence[str]) -> str:
     """The text before the first stop string (lmms-eval's ``until`` semantics)."""
     for stop in stops:
@@ -268,14 +277,7 @@ class LlavaMoreLMM(lmms):
         from llava_more.text import get_template
 
         template = get_template(self.meta.template)
-        vocab = self._tokenizer.get_vocab()
-        candidates: list = [vocab.get(token) for token in template.stop_tokens]
-        for value in (
-            self._tokenizer.eos_token_id,
-            getattr(self._model.generation_config, "eos_token_id", None),
-        ):
-            candidates.extend(value if isinstance(value, list) else [value])
-        ids = list(dict.fromkeys(int(t) for t in candidates if t is not None))
+        ids = stop_token_ids(self._tokenizer, self._model, template.stop_tokens)
         if not ids:
             raise UserError(
                 f"{self.pretrained}: the tokenizer has no eos token, so generation could never stop"
