@@ -169,8 +169,11 @@ def test_instruct_covers_the_benchmark_formats_with_true_answers(instruct):
         pairs = list(zip(record["conversations"][::2], record["conversations"][1::2], strict=True))
         for human, gpt in pairs:
             q, a = human["value"].replace("<image>", "").strip(), gpt["value"]
-            if q.endswith(questions.MULTIPLE_CHOICE_PROMPT):
+            if q.endswith(tuple(questions.MMBENCH_POST_PROMPTS.values())):
                 seen.add("choice")
+                if q.endswith(questions.MMBENCH_POST_PROMPTS["cn"]):
+                    seen.add("choice-cn")
+                    assert "There are several options:\n" in q
                 options = [line[3:] for line in q.splitlines() if line[:3] in ("A. ", "B. ", "C. ", "D. ")]
                 picked = options[ord(a) - ord("A")]
                 main = world.main_shape(scene)
@@ -179,6 +182,16 @@ def test_instruct_covers_the_benchmark_formats_with_true_answers(instruct):
                 seen.add("word")
                 tokens = q.split("\nReference OCR token: ")[1].split("\n")[0].split(", ")
                 assert a == scene.word and a in tokens
+            elif q.endswith(questions.YES_NO_SUFFIX + questions.SHORT_ANSWER_PROMPT):
+                seen.add("verify")
+                assert a in ("yes", "no")
+                statement = q.split("?")[0].split()
+                if q.startswith("Are there exactly"):
+                    assert (a == "yes") == (int(statement[3]) == len(scene.shapes)), q
+                elif q.startswith("Is the background"):
+                    assert (a == "yes") == (statement[-1] == scene.background), q
+                elif len(statement) == 4 and statement[-1] in world.COLORS:  # Is the <kind> <colour>?
+                    assert (a == "yes") == world.has_object(scene, kind=statement[2], color=statement[3]), q
             elif q.startswith("Is there ") and q.endswith(questions.SHORT_ANSWER_PROMPT):
                 seen.add("existence")
                 assert a in ("yes", "no")
@@ -194,7 +207,7 @@ def test_instruct_covers_the_benchmark_formats_with_true_answers(instruct):
             else:
                 seen.add("free-form")
                 assert a.endswith((".", "!")) or kind == "detail"
-    assert seen == {"choice", "word", "existence", "short", "free-form"}
+    assert seen == {"choice", "choice-cn", "verify", "word", "existence", "short", "free-form"}
 
 
 def test_instruct_mix_is_configurable_and_checked(tmp_path):

@@ -87,6 +87,10 @@ class StageProtocol:
     group_by_length: bool
     save_every_steps: int
     lora_r: int = 0
+    packing: bool = False
+    pack_tokens: int = 0
+
+    OPTIONAL = ("lora_r", "packing", "pack_tokens")
 
     CHOICES = {
         "scheduler": ("cosine", "linear", "constant_with_warmup"),
@@ -98,7 +102,7 @@ class StageProtocol:
     @classmethod
     def parse(cls, raw: Any, path: str) -> StageProtocol:
         names = tuple(f.name for f in fields(cls))
-        required = tuple(f.name for f in fields(cls) if f.name != "lora_r")
+        required = tuple(f.name for f in fields(cls) if f.name not in cls.OPTIONAL)
         raw = _check_keys(raw, path, names, required)
         values: dict[str, Any] = {}
         for f in fields(cls):

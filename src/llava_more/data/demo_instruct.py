@@ -3,7 +3,9 @@
 Like the real mix, it blends long-form chat (LLaVA-Instruct-150K style) with academic short-answer
 data carrying LLaVA-1.5's answer-format prompts, and ~5% text-only conversations (no ``image``
 key). The short-answer kinds are exactly the demo benchmark formats (``demo_questions``): GQA-like,
-POPE-like yes/no, lettered multiple choice and TextVQA-like with OCR tokens.
+POPE-like yes/no, MME-like verification, lettered multiple choice (ScienceQA's layout and MMBench's,
+English and Chinese) and TextVQA-like with OCR tokens. The real LLMs bring their answer formats and
+some Chinese from pretraining; the tiny random ones can only learn them here.
 
 The proportions are exact (``MIX``), the order is shuffled by the seed, and every record draws
 from its own RNG, so the same seed gives byte-identical files.
@@ -34,14 +36,17 @@ IMAGE_TOKEN = "<image>"
 
 # Share of each conversation kind (sums to 1).
 MIX: dict[str, float] = {
-    "short": 0.30,  # GQA / VQAv2-like short answers, 1-3 turns
+    "short": 0.25,  # GQA / VQAv2-like short answers, 1-3 turns
     "existence": 0.15,  # POPE-like yes/no, 1-3 turns
+    "verify": 0.10,  # MME-like "...? Please answer yes or no.", one or both answers of a pair
     "choice": 0.10,  # lettered multiple choice, 1 turn
     "word": 0.10,  # TextVQA-like with OCR tokens (+ short follow-ups)
-    "conversation": 0.20,  # free-form chat answers in full sentences, 1-3 turns
+    "conversation": 0.15,  # free-form chat answers in full sentences, 1-3 turns
     "detail": 0.10,  # detailed description, 1 turn
     "text": 0.05,  # text-only, no image
 }
+# Layouts of the multiple-choice questions: ScienceQA/AI2D's, MMBench's in English and in Chinese.
+CHOICE_LAYOUTS = (("", 0.5), ("en", 0.25), ("cn", 0.25))
 
 # Where LLaVA-1.5's data put the image token: mostly first, sometimes after the question.
 IMAGE_TOKEN_LAST_PROBABILITY = 0.1
@@ -147,7 +152,15 @@ def _existence_turns(scene: Scene, rng: random.Random, max_turns: int = 3) -> li
 
 def _choice_turns(scene: Scene, rng: random.Random, max_turns: int = 3) -> list[tuple[str, str]]:
     qa = demo_questions.multiple_choice_question(scene, rng)
+    layouts, weights = zip(*CHOICE_LAYOUTS, strict=True)
+    language = rng.choices(layouts, weights)[0]
+    if language:
+        qa = demo_questions.in_mmbench_layout(qa, scene, language)
     return [(prompt_text(qa), qa.answer)]
+
+
+def _verify_turns(scene: Scene, rng: random.Random, max_turns: int = 3) -> list[tuple[str, str]]:
+    return [(prompt_text(qa), qa.answer) for qa in demo_questions.verification_questions(scene, rng)]
 
 
 def _word_turns(scene: Scene, rng: random.Random, max_turns: int = 3) -> list[tuple[str, str]]:
@@ -170,6 +183,7 @@ _TURN_BUILDERS: dict[str, Callable[[Scene, random.Random, int], list[tuple[str, 
     "short": _short_turns,
     "existence": _existence_turns,
     "choice": _choice_turns,
+    "verify": _verify_turns,
     "word": _word_turns,
     "conversation": _conversation_turns,
     "detail": _detail_turns,

@@ -4,7 +4,9 @@ One place for the wording, so the instruction data teaches exactly what the demo
 
 - GQA-like short answers ("What color is the circle?" -> "red"),
 - POPE-like existence ("Is there a red circle in the image?" -> "yes" / "no"),
-- ScienceQA/AI2D-like multiple choice with lettered options (-> "B"),
+- ScienceQA/AI2D-like multiple choice with lettered options (-> "B"), also in MMBench's layout,
+  in English and in Chinese,
+- MME-like verification ("Is the circle red? Please answer yes or no." -> "yes" / "no"),
 - TextVQA-like "what word is written" with the OCR tokens listed in the prompt (-> "cat").
 
 ``prompt_text(qa)`` renders the text exactly as lmms-eval's task would (question, options or OCR
@@ -22,12 +24,22 @@ from llava_more.data.demo_world import Scene
 
 SHORT_ANSWER_PROMPT = "\nAnswer the question using a single word or phrase."
 MULTIPLE_CHOICE_PROMPT = "\nAnswer with the option's letter from the given choices directly."
+YES_NO_SUFFIX = " Please answer yes or no."  # part of every MME question
+MMBENCH_POST_PROMPTS = {"en": MULTIPLE_CHOICE_PROMPT, "cn": "\n请直接使用所提供的选项字母作为答案回答。"}
+# MMBench-CN asks in Chinese; the options stay the demo world's (English) names.
+CN_QUESTIONS = {
+    "What color is the {kind}?": "图中的{kind}是什么颜色？",
+    "Which shape is the biggest in the image?": "图中最大的形状是哪一个？",
+    "How many shapes are in the image?": "图中有多少个形状？",
+}
 
 # Families (also the ``family`` field of a QA): the benchmark each one mirrors.
 SHORT = "short"  # GQA
 EXISTENCE = "existence"  # POPE
 CHOICE = "choice"  # ScienceQA-IMG / AI2D / MMBench
 WORD = "word"  # TextVQA with OCR tokens
+VERIFY = "verify"  # MME perception
+MME_PERCEPTION = ("existence", "count", "position", "color", "OCR", "scene")
 
 WORD_QUESTIONS = (
     "what word is written in the image?",
@@ -43,6 +55,7 @@ class QA:
     answer: str
     choices: tuple[str, ...] = ()
     ocr_tokens: tuple[str, ...] = field(default=())
+    layout: str = ""  # multiple choice: "" (ScienceQA/AI2D), "mmbench-en" or "mmbench-cn"
 
     def to_dict(self) -> dict:
         return {
@@ -51,11 +64,15 @@ class QA:
             "answer": self.answer,
             "choices": list(self.choices),
             "ocr_tokens": list(self.ocr_tokens),
+            "layout": self.layout,
         }
 
 
 def prompt_text(qa: QA) -> str:
     """The user text (without ``<image>``) in the lmms-eval task format for ``qa.family``."""
+    if qa.family == CHOICE and qa.layout.startswith("mmbench-"):
+        options = "".join(f"{chr(ord('A') + i)}. {c}\n" for i, c in enumerate(qa.choices))
+        return f"{qa.question} There are several options:\n{options}{MMBENCH_POST_PROMPTS[qa.layout[8:]]}"
     if qa.family == CHOICE:
         options = "\n".join(f"{chr(ord('A') + i)}. {c}" for i, c in enumerate(qa.choices))
         return f"{qa.question}\n{options}{MULTIPLE_CHOICE_PROMPT}"
@@ -63,6 +80,8 @@ def prompt_text(qa: QA) -> str:
         # TextVQA capitalises the question and appends the OCR tokens before the post-prompt.
         ocr = f"\nReference OCR token: {', '.join(qa.ocr_tokens)}" if qa.ocr_tokens else ""
         return f"{qa.question.capitalize()}{ocr}{SHORT_ANSWER_PROMPT}"
+    if qa.family == VERIFY:
+        return f"{qa.question}{YES_NO_SUFFIX}{SHORT_ANSWER_PROMPT}"
     return f"{qa.question}{SHORT_ANSWER_PROMPT}"
 
 
@@ -162,6 +181,64 @@ def multiple_choice_question(scene: Scene, rng: random.Random, n_choices: int = 
     rng.shuffle(options)
     letter = chr(ord("A") + options.index(correct))
     return QA(CHOICE, question, letter, choices=tuple(options))
+
+
+def in_mmbench_layout(qa: QA, scene: Scene, language: str) -> QA:
+    """``qa`` (from ``multiple_choice_question``) laid out as MMBench asks it, in ``language`` (en, cn)."""
+    question = qa.question
+    if language == "cn":
+        kind = world.main_shape(scene).kind
+        key = question.replace(kind, "{kind}") if question.startswith("What color") else question
+        question = CN_QUESTIONS[key].format(kind=kind)
+    return QA(CHOICE, question, qa.answer, choices=qa.choices, layout=f"mmbench-{language}")
+
+
+# ---------------------------------------------------------------------------------------------
+# MME-like verification pairs
+# ---------------------------------------------------------------------------------------------
+
+
+def count_statement(n: int) -> str:
+    return "Is there exactly one shape in the image?" if n == 1 else f"Are there exactly {n} shapes in the image?"
+
+
+def verification_pair(scene: Scene, category: str, rng: random.Random) -> tuple[str, str]:
+    """(question answered yes, question answered no) about ``scene`` for an MME perception category."""
+    shape = rng.choice(scene.shapes)
+    if category == "existence":
+        color, kind = rng.choice(world.absent_objects(scene))
+        return (f"Is there {world.with_article(shape.name)} in the image?",
+                f"Is there {world.with_article(f'{color} {kind}')} in the image?")  # fmt: skip
+    if category == "count":
+        n = world.count_shapes(scene)
+        return count_statement(n), count_statement(rng.choice([m for m in (1, 2, 3) if m != n]))
+    if category == "position":
+        cells = [(r, c) for r in range(world.GRID) for c in range(world.GRID) if (r, c) != (shape.row, shape.col)]
+        wrong = world.position_name(*rng.choice(cells))
+        return (f"Is the {shape.name} in the {shape.position} of the image?",
+                f"Is the {shape.name} in the {wrong} of the image?")  # fmt: skip
+    if category == "color":
+        wrong = rng.choice([c for c in world.COLOR_NAMES if c != shape.color])
+        return f"Is the {shape.kind} {shape.color}?", f"Is the {shape.kind} {wrong}?"
+    if category == "OCR":
+        if not scene.word:
+            raise ValueError("an OCR verification needs a scene with a word")
+        wrong = rng.choice([w for w in world.WORDS if w != scene.word])
+        return (f'Is the word "{scene.word.upper()}" written in the image?',
+                f'Is the word "{wrong.upper()}" written in the image?')  # fmt: skip
+    if category == "scene":
+        wrong = next(b for b in world.BACKGROUND_NAMES if b != scene.background)
+        return f"Is the background {scene.background}?", f"Is the background {wrong}?"
+    raise ValueError(f"unknown MME perception category {category!r}")
+
+
+def verification_questions(scene: Scene, rng: random.Random) -> list[QA]:
+    """One or both questions of a verification pair (random category and order), as QAs."""
+    categories = [c for c in MME_PERCEPTION if c != "OCR" or scene.word]
+    yes, no = verification_pair(scene, rng.choice(categories), rng)
+    pair = [QA(VERIFY, yes, "yes"), QA(VERIFY, no, "no")]
+    rng.shuffle(pair)
+    return pair if rng.random() < 0.5 else pair[:1]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from llava_more.data.demo_world import Scene, Shape
 IMAGE_SIZE = 96  # as the demo instruction data (data.demo_instruct.IMAGE_SIZE)
 Docs = dict[str, list[dict]]
 
-MME_PERCEPTION = ("existence", "count", "position", "color", "OCR", "scene")
+MME_PERCEPTION = questions.MME_PERCEPTION
 MME_COGNITION = ("numerical_calculation", "commonsense_reasoning")
 # Image order: cognition early, so any --limit of 4 or more questions scores both halves.
 _MME_ORDER = (
@@ -135,36 +135,8 @@ def pope_docs(n: int, seed: int) -> Docs:
 
 def _mme_pair(scene: Scene, category: str, rng: random.Random) -> tuple[str, str]:
     """(question whose answer is Yes, question whose answer is No) about ``scene``."""
-    shape = rng.choice(scene.shapes)
-    if category == "existence":
-        color, kind = rng.choice(world.absent_objects(scene))
-        return (f"Is there {world.with_article(shape.name)} in the image?",
-                f"Is there {world.with_article(f'{color} {kind}')} in the image?")  # fmt: skip
-    if category == "count":
-        n = world.count_shapes(scene)
-        wrong = rng.choice([m for m in (1, 2, 3) if m != n])
-        return _count_question(n), _count_question(wrong)
-    if category == "position":
-        wrong = rng.choice(
-            [
-                world.position_name(r, c)
-                for r in range(3)
-                for c in range(3)
-                if (r, c) != (shape.row, shape.col)
-            ]
-        )
-        return (f"Is the {shape.name} in the {shape.position} of the image?",
-                f"Is the {shape.name} in the {wrong} of the image?")  # fmt: skip
-    if category == "color":
-        wrong = rng.choice([c for c in world.COLOR_NAMES if c != shape.color])
-        return f"Is the {shape.kind} {shape.color}?", f"Is the {shape.kind} {wrong}?"
-    if category == "OCR":
-        wrong = rng.choice([w for w in world.WORDS if w != scene.word])
-        return (f'Is the word "{scene.word.upper()}" written in the image?',
-                f'Is the word "{wrong.upper()}" written in the image?')  # fmt: skip
-    if category == "scene":
-        wrong = next(b for b in world.BACKGROUND_NAMES if b != scene.background)
-        return f"Is the background {scene.background}?", f"Is the background {wrong}?"
+    if category in MME_PERCEPTION:
+        return questions.verification_pair(scene, category, rng)
     if category == "numerical_calculation":
         n, k = world.count_shapes(scene), rng.randint(1, 5)
         wrong = n + k + rng.choice((-1, 1))
@@ -181,14 +153,6 @@ def _mme_pair(scene: Scene, category: str, rng: random.Random) -> tuple[str, str
     raise ValueError(f"unknown MME category {category!r}")
 
 
-def _count_question(n: int) -> str:
-    return (
-        "Is there exactly one shape in the image?"
-        if n == 1
-        else f"Are there exactly {n} shapes in the image?"
-    )
-
-
 def mme_docs(n: int, seed: int) -> Docs:
     """MME: each image carries a Yes and a No question sharing its ``question_id`` (the image name)."""
     categories = _MME_ORDER
@@ -199,7 +163,7 @@ def mme_docs(n: int, seed: int) -> Docs:
         scene = _scene(rng, word=category == "OCR")
         image = _image(scene)
         for question, answer in zip(_mme_pair(scene, category, rng), ("Yes", "No"), strict=True):
-            docs.append({"question_id": f"{category}/{i:05d}.png", "question": f"{question} Please answer yes or no.",
+            docs.append({"question_id": f"{category}/{i:05d}.png", "question": f"{question}{questions.YES_NO_SUFFIX}",
                          "answer": answer, "category": category, "image": image})  # fmt: skip
     return {"test": docs}
 
@@ -229,12 +193,6 @@ def ai2d_docs(n: int, seed: int) -> Docs:
     return {"test": docs}
 
 
-# MMBench-CN asks in Chinese; the options stay the demo world's (English) names.
-_CN_QUESTIONS = {
-    "What color is the {kind}?": "图中的{kind}是什么颜色？",
-    "Which shape is the biggest in the image?": "图中最大的形状是哪一个？",
-    "How many shapes are in the image?": "图中有多少个形状？",
-}
 _MMBENCH_CATEGORY = {
     "color": ("attribute_recognition", "finegrained_perception (instance-level)"),
     "kind": ("object_localization", "finegrained_perception (instance-level)"),
@@ -255,11 +213,7 @@ def _mmbench_docs(n: int, seed: int, language: str) -> Docs:
         scene = _scene(rng)
         qa = questions.multiple_choice_question(scene, rng)
         topic = _topic(qa)
-        question = qa.question
-        if language == "cn":
-            kind = world.main_shape(scene).kind
-            key = question.replace(kind, "{kind}") if topic == "color" else question
-            question = _CN_QUESTIONS[key].format(kind=kind)
+        question = questions.in_mmbench_layout(qa, scene, language).question
         category, l2_category = _MMBENCH_CATEGORY[topic]
         doc = {"index": i, "question": question, "hint": None, "answer": qa.answer, "category": category,
                "L2-category": l2_category, "source": "demo_world", "split": "dev", "image": _image(scene)}  # fmt: skip

@@ -36,6 +36,8 @@ class TrainConfig:
     image_aspect_ratio: str = "square"  # square | pad
     group_by_length: bool = False
     save_every_steps: int = 200
+    packing: bool = False  # padding-free rows (train/packing.py) instead of padded micro-batches
+    pack_tokens: int = 0  # tokens per packed row; 0: max_length
     # Run-level knobs (not part of a protocol).
     seed: int = 0
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs, tests)
@@ -65,6 +67,8 @@ class TrainConfig:
             raise ConfigError(f"train config: max_steps must be positive, got {self.max_steps}")
         if self.save_every_steps <= 0 or self.keep_checkpoints <= 0:
             raise ConfigError("train config: save_every_steps and keep_checkpoints must be positive")
+        if self.pack_tokens < 0:
+            raise ConfigError(f"train config: pack_tokens must be >= 0, got {self.pack_tokens}")
         if self.lora_r < 0:
             raise ConfigError(f"train config: lora_r must be >= 0, got {self.lora_r}")
 

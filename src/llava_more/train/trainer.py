@@ -39,6 +39,7 @@ from llava_more.train.checkpoints import (
 from llava_more.train.config import BatchSplit, TrainConfig, split_batch
 from llava_more.train.dataset import LlavaCollator, LlavaTrainDataset
 from llava_more.train.deepspeed import deepspeed_config
+from llava_more.train.packing import PackedCollator, training_inputs
 from llava_more.train.progress import PlainLogLines, stdout_is_terminal, tensorboard_callback
 from llava_more.train.sampler import SeededGroupedSampler
 from llava_more.train.signals import CheckpointOnSignal, StopRequest, stop_on_signals
@@ -70,6 +71,11 @@ class LlavaTrainer(Trainer):
             group_size=self.global_batch,
         )
         return self._train_sampler
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # The LM head (a vocabulary-wide matmul, then log-softmax) runs only where a supervised token
+        # follows; the loss is the same sum over those positions as the full-logits loss.
+        return super().compute_loss(model, training_inputs(inputs), return_outputs, num_items_in_batch)
 
     def _run_epoch(self, *args: Any, **kwargs: Any) -> None:
         # The Trainer's set_epoch does not reach the sampler through accelerate's skip + shard wrappers
@@ -236,6 +242,13 @@ def build_model(stage: int, cfg: TrainConfig, bundle: Any) -> torch.nn.Module:
     return bundle.model
 
 
+def make_collator(cfg: TrainConfig, pad_token_id: int, placeholder: dict) -> LlavaCollator | PackedCollator:
+    """Padded micro-batches, or packed rows of ``pack_tokens`` (default ``max_length``) tokens."""
+    if cfg.packing:
+        return PackedCollator(pad_token_id, cfg.pack_tokens or cfg.max_length, placeholder)
+    return LlavaCollator(pad_token_id=pad_token_id, placeholder=placeholder)
+
+
 def _barrier() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
@@ -342,9 +355,7 @@ def train_stage(
             logger.info("%d training samples (%s, template %s)", len(dataset), data_json, template)
             logger.info("resuming from %s" if resume else "starting from %s", resume or init_dir)
 
-        collator = LlavaCollator(
-            pad_token_id=bundle.tokenizer.pad_token_id, placeholder=dataset.placeholder_sample()
-        )
+        collator = make_collator(cfg, bundle.tokenizer.pad_token_id, dataset.placeholder_sample())
         on_signal = CheckpointOnSignal(request)
         callbacks = [
             CompleteCheckpoints(work_dir, cfg.keep_checkpoints, {"fingerprint": expected}),

@@ -23,7 +23,7 @@ SIZES = ("real", "tiny")
 # pass of the whole LLaVA model takes milliseconds on one CPU core.
 TINY_TRUNK: dict[str, Any] = {
     "hidden_size": 64,
-    "num_hidden_layers": 2,
+    "num_hidden_layers": 4,
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
     "intermediate_size": 128,

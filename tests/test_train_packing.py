@@ -1,0 +1,104 @@
+"""Padding-free packing and the supervised-positions-only loss give the padded run's loss and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llava_more.model import build_llava, load_bundle
+from llava_more.text import IGNORE_INDEX, IMAGE_TOKEN
+from llava_more.train import TrainConfig, train_stage
+from llava_more.train.dataset import LlavaCollator
+from llava_more.train.packing import PackedCollator, pack_rows, packed_slots, padded_slots, training_inputs
+from tests.test_train_data import train_set
+from tests.test_train_helpers import bundle_weights, make_bundle, make_dataset
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return load_bundle(make_bundle(tmp_path_factory.mktemp("bundle")))
+
+
+@pytest.fixture(scope="module")
+def dataset(bundle, tmp_path_factory):
+    return train_set(bundle, make_dataset(tmp_path_factory.mktemp("data"), n_images=6, n_text=3))
+
+
+def test_rows_hold_every_sample_once_within_the_budget():
+    lengths = [50, 10, 40, 30, 70, 20, 120]
+    rows = pack_rows(lengths, 100)
+    assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in row) <= 100 for row in rows if len(row) > 1)
+    assert [6] in rows  # longer than the budget: a row of its own
+    assert pack_rows(lengths, 100) == rows  # deterministic
+    assert rows == [[6], [3, 4], [0, 1, 2], [5]]  # 120 | 70+30 | 50+40+10 | 20
+    assert padded_slots(lengths) == 7 * 120 and packed_slots(lengths, 100) == 4 * 120
+    assert packed_slots([10, 10, 10], 1000) == 30  # one row, no padding at all
+
+
+def test_packed_batch_layout(bundle, dataset):
+    features = [dataset[i] for i in (0, 6, 1, 7)]  # image, text, image, text
+    batch = PackedCollator(bundle.tokenizer.pad_token_id, row_tokens=10_000)(features)
+    assert set(batch) == {"input_ids", "labels", "position_ids", "pixel_values"}  # no attention mask
+    assert batch["input_ids"].shape == (1, sum(len(f["input_ids"]) for f in features))
+    starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist()
+    assert len(starts) == 4  # positions restart for every sample
+    for start in starts:
+        assert batch["labels"][0, start] == IGNORE_INDEX  # no sample predicts its neighbour's first token
+    image_id = bundle.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    assert int((batch["input_ids"] == image_id).sum()) == 2 * bundle.meta.image_tokens
+    assert batch["pixel_values"].shape[0] == 2
+    # the placeholder image row joins image-less micro-batches, as with padding
+    text_only = PackedCollator(bundle.tokenizer.pad_token_id, 10_000, dataset.placeholder_sample())
+    assert text_only([dataset[6], dataset[7]])["pixel_values"].shape[0] == 1
+
+
+def loss_and_grads(model, batch, sparse: bool):
+    model.zero_grad()
+    if sparse:
+        inputs = training_inputs(batch)  # what LlavaTrainer.compute_loss passes
+        out = model(**inputs, num_items_in_batch=inputs["labels"].numel())
+    else:
+        out = model(**batch, use_cache=False)
+    out.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return out.loss.detach(), grads
+
+
+@pytest.mark.parametrize("llm", ["llama3.1-8b", "gemma2-2b", "phi4-mini"])
+@pytest.mark.parametrize("row_tokens", [10_000, 120])
+def test_packed_sparse_loss_and_gradients_equal_the_padded_ones(bundle, dataset, llm, row_tokens):
+    torch.manual_seed(0)
+    tok = bundle.tokenizer
+    model = build_llava(llm, "clip-l-336", size="tiny", vocab_size=len(tok),
+                        image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN), pad_token_id=tok.pad_token_id)  # fmt: skip
+    model.float().train()
+    features = [dataset[i] for i in range(len(dataset))]
+    padded = LlavaCollator(pad_token_id=tok.pad_token_id)(features)
+    packed = PackedCollator(tok.pad_token_id, row_tokens)(features)
+    if row_tokens == 120:
+        assert packed["input_ids"].shape[0] > 1  # several rows, each padded to the longest
+    reference, reference_grads = loss_and_grads(model, padded, sparse=False)
+    for batch, sparse in ((padded, True), (packed, False), (packed, True)):
+        loss, grads = loss_and_grads(model, batch, sparse)
+        torch.testing.assert_close(loss, reference, rtol=1e-5, atol=1e-6)
+        assert grads.keys() == reference_grads.keys()
+        for name, grad in grads.items():
+            torch.testing.assert_close(grad, reference_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_packed_stage_trains_to_the_padded_weights(tmp_path):
+    torch.set_num_threads(1)
+    init = make_bundle(tmp_path)
+    data = make_dataset(tmp_path / "instruct", n_images=6, n_text=2)
+    cfg = TrainConfig(epochs=2, global_batch=4, per_device_batch=2, lr=3e-3, warmup_ratio=0.0, max_length=512,
+                      image_aspect_ratio="pad", group_by_length=True, save_every_steps=100, seed=3)  # fmt: skip
+    outs = {}
+    for packing in (False, True):
+        outs[packing] = tmp_path / f"out-{packing}"
+        train_stage(2, init, data, data.parent, outs[packing], tmp_path / f"work-{packing}", cfg.replace(packing=packing))
+    padded, packed = bundle_weights(outs[False]), bundle_weights(outs[True])
+    initial = bundle_weights(init)
+    assert any(not torch.equal(initial[k], padded[k]) for k in padded)
+    for name in padded:
+        torch.testing.assert_close(packed[name], padded[name], rtol=1e-4, atol=1e-5, msg=name)
