@@ -2,11 +2,12 @@
 
 One place for the wording, so the instruction data teaches exactly what the demo benchmarks test:
 
-- GQA-like short answers ("What color is the circle?" -> "red"),
-- POPE-like existence ("Is there a red circle in the image?" -> "yes" / "no"),
+- GQA-like short answers ("What color is the big shape?" -> "red"),
+- POPE-like existence ("Is there a red shape in the image?" -> "yes" / "no"),
 - ScienceQA/AI2D-like multiple choice with lettered options (-> "B"), also in MMBench's layout,
   in English and in Chinese,
-- MME-like verification ("Is the circle red? Please answer yes or no." -> "yes" / "no"),
+- MME-like verification ("Is the big shape red?" -> "yes" / "no"; lmms-eval drops MME's "Please answer
+  yes or no." and asks for a single word, as here),
 - TextVQA-like "what word is written" with the OCR tokens listed in the prompt (-> "cat").
 
 ``prompt_text(qa)`` renders the text exactly as lmms-eval's task would (question, options or OCR
@@ -24,11 +25,12 @@ from llava_more.data.demo_world import Scene
 
 SHORT_ANSWER_PROMPT = "\nAnswer the question using a single word or phrase."
 MULTIPLE_CHOICE_PROMPT = "\nAnswer with the option's letter from the given choices directly."
-YES_NO_SUFFIX = " Please answer yes or no."  # part of every MME question
+# Part of every MME question; lmms-eval's MME task removes it before adding the short-answer prompt.
+YES_NO_SUFFIX = " Please answer yes or no."
 MMBENCH_POST_PROMPTS = {"en": MULTIPLE_CHOICE_PROMPT, "cn": "\n请直接使用所提供的选项字母作为答案回答。"}
 # MMBench-CN asks in Chinese; the options stay the demo world's (English) names.
 CN_QUESTIONS = {
-    "What color is the {kind}?": "图中的{kind}是什么颜色？",
+    "What color is the biggest shape?": "图中最大的形状是什么颜色？",
     "Which shape is the biggest in the image?": "图中最大的形状是哪一个？",
     "How many shapes are in the image?": "图中有多少个形状？",
 }
@@ -80,8 +82,6 @@ def prompt_text(qa: QA) -> str:
         # TextVQA capitalises the question and appends the OCR tokens before the post-prompt.
         ocr = f"\nReference OCR token: {', '.join(qa.ocr_tokens)}" if qa.ocr_tokens else ""
         return f"{qa.question.capitalize()}{ocr}{SHORT_ANSWER_PROMPT}"
-    if qa.family == VERIFY:
-        return f"{qa.question}{YES_NO_SUFFIX}{SHORT_ANSWER_PROMPT}"
     return f"{qa.question}{SHORT_ANSWER_PROMPT}"
 
 
@@ -91,27 +91,19 @@ def prompt_text(qa: QA) -> str:
 
 
 def short_answer_candidates(scene: Scene) -> list[tuple[str, str]]:
-    """Every (question, answer) with one unambiguous short answer, in a fixed order."""
+    """Every (question, answer) with one unambiguous short answer, in a fixed order.
+
+    The questions are about what a frozen tiny encoder makes readable (colours, the big shape, the
+    count, where things are), so that a tiny LLM can learn them in the demo's few hundred steps.
+    """
     main = world.main_shape(scene)
-    qas: list[tuple[str, str]] = [(f"What color is the {s.kind}?", s.color) for s in scene.shapes]
-    qas += [(f"What shape is the {s.color} object?", s.kind) for s in scene.shapes]
-    qas += [
+    return [
+        ("What color is the big shape?", main.color),
+        (f"What color is the {main.kind}?", main.color),
         ("How many shapes are there?", str(world.count_shapes(scene))),
         ("What color is the background?", scene.background),
-        ("What color is the big shape?", main.color),
-        ("What shape is the biggest?", main.kind),
+        ("Where is the big shape?", main.position),
     ]
-    qas += [(f"Where is the {s.name}?", s.position) for s in scene.shapes]
-    for side, pick in (("left", world.leftmost), ("right", world.rightmost)):
-        shape = pick(scene)
-        if shape is not None and world.count_shapes(scene) > 1:
-            qas.append((f"Which shape is on the {side}?", shape.kind))
-    others = scene.shapes[1:]
-    for other in others:
-        side = world.relation(main, other)
-        if side:
-            qas.append((f"Is the {main.kind} to the left or to the right of the {other.kind}?", side))
-    return qas
 
 
 def short_answer_question(scene: Scene, rng: random.Random) -> QA:
@@ -124,37 +116,32 @@ def short_answer_question(scene: Scene, rng: random.Random) -> QA:
 # ---------------------------------------------------------------------------------------------
 
 
-def existence_question(scene: Scene, rng: random.Random, answer: bool | None = None) -> QA:
-    """A yes/no "Is there a {colour} {kind} (or a {kind}, or a {colour} shape) in the image?" question.
+def existence_phrase(color: str) -> str:
+    """POPE asks "Is there a <object> in the image?"; the demo world's objects are its coloured shapes."""
+    return f"Is there {world.with_article(color)} shape in the image?"
 
-    Negatives are objects absent from the scene; like POPE's "adversarial" split, half of them
-    share the colour or the kind of an object that is present, so a model must look at both.
+
+def near_colors(color: str) -> list[str]:
+    """The colours next to ``color`` on the demo palette's hue circle (POPE's "adversarial" negatives)."""
+    names = world.COLOR_NAMES
+    i = names.index(color)
+    return [names[(i - 1) % len(names)], names[(i + 1) % len(names)]]
+
+
+def existence_question(scene: Scene, rng: random.Random, answer: bool | None = None) -> QA:
+    """A yes/no "Is there a {colour} shape in the image?" question.
+
+    Negatives are colours absent from the scene; like POPE's "adversarial" split, half of them are
+    next to a present colour on the palette, so a model must tell neighbouring hues apart.
     """
     if answer is None:
         answer = rng.random() < 0.5
-    form = rng.choice(("full", "full", "kind", "color"))
-    if form == "kind" and (answer or world.absent_kinds(scene)):
-        kind = rng.choice(scene.shapes).kind if answer else rng.choice(world.absent_kinds(scene))
-        return QA(EXISTENCE, f"Is there {world.with_article(kind)} in the image?", "yes" if answer else "no")
-    if form == "color":
-        color = rng.choice(scene.shapes).color if answer else rng.choice(world.absent_colors(scene))
-        return QA(
-            EXISTENCE, f"Is there {world.with_article(color)} shape in the image?", "yes" if answer else "no"
-        )
     if answer:
-        shape = rng.choice(scene.shapes)
-        color, kind = shape.color, shape.kind
-    else:
-        absent = world.absent_objects(scene)
-        near = [
-            (c, k) for c, k in absent if world.has_object(scene, color=c) or world.has_object(scene, kind=k)
-        ]
-        color, kind = rng.choice(near if near and rng.random() < 0.5 else absent)
-    return QA(
-        EXISTENCE,
-        f"Is there {world.with_article(color + ' ' + kind)} in the image?",
-        "yes" if answer else "no",
-    )
+        return QA(EXISTENCE, existence_phrase(rng.choice(scene.shapes).color), "yes")
+    absent = world.absent_colors(scene)
+    near = [c for c in absent if any(c in near_colors(s.color) for s in scene.shapes)]
+    color = rng.choice(near if near and rng.random() < 0.5 else absent)
+    return QA(EXISTENCE, existence_phrase(color), "no")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,7 +154,7 @@ def multiple_choice_question(scene: Scene, rng: random.Random, n_choices: int = 
     main = world.main_shape(scene)
     topic = rng.choice(("color", "kind", "count"))
     if topic == "color":
-        question, correct, pool = f"What color is the {main.kind}?", main.color, list(world.COLOR_NAMES)
+        question, correct, pool = "What color is the biggest shape?", main.color, list(world.COLOR_NAMES)
     elif topic == "kind":
         question, correct, pool = "Which shape is the biggest in the image?", main.kind, list(world.SHAPES)
     else:
@@ -185,11 +172,7 @@ def multiple_choice_question(scene: Scene, rng: random.Random, n_choices: int = 
 
 def in_mmbench_layout(qa: QA, scene: Scene, language: str) -> QA:
     """``qa`` (from ``multiple_choice_question``) laid out as MMBench asks it, in ``language`` (en, cn)."""
-    question = qa.question
-    if language == "cn":
-        kind = world.main_shape(scene).kind
-        key = question.replace(kind, "{kind}") if question.startswith("What color") else question
-        question = CN_QUESTIONS[key].format(kind=kind)
+    question = CN_QUESTIONS[qa.question] if language == "cn" else qa.question
     return QA(CHOICE, question, qa.answer, choices=qa.choices, layout=f"mmbench-{language}")
 
 
@@ -204,22 +187,21 @@ def count_statement(n: int) -> str:
 
 def verification_pair(scene: Scene, category: str, rng: random.Random) -> tuple[str, str]:
     """(question answered yes, question answered no) about ``scene`` for an MME perception category."""
-    shape = rng.choice(scene.shapes)
+    shape = world.main_shape(scene)
     if category == "existence":
-        color, kind = rng.choice(world.absent_objects(scene))
-        return (f"Is there {world.with_article(shape.name)} in the image?",
-                f"Is there {world.with_article(f'{color} {kind}')} in the image?")  # fmt: skip
+        present = rng.choice(scene.shapes).color
+        return existence_phrase(present), existence_phrase(rng.choice(world.absent_colors(scene)))
     if category == "count":
         n = world.count_shapes(scene)
         return count_statement(n), count_statement(rng.choice([m for m in (1, 2, 3) if m != n]))
     if category == "position":
         cells = [(r, c) for r in range(world.GRID) for c in range(world.GRID) if (r, c) != (shape.row, shape.col)]
         wrong = world.position_name(*rng.choice(cells))
-        return (f"Is the {shape.name} in the {shape.position} of the image?",
-                f"Is the {shape.name} in the {wrong} of the image?")  # fmt: skip
+        return (f"Is the big shape in the {shape.position} of the image?",
+                f"Is the big shape in the {wrong} of the image?")  # fmt: skip
     if category == "color":
         wrong = rng.choice([c for c in world.COLOR_NAMES if c != shape.color])
-        return f"Is the {shape.kind} {shape.color}?", f"Is the {shape.kind} {wrong}?"
+        return f"Is the big shape {shape.color}?", f"Is the big shape {wrong}?"
     if category == "OCR":
         if not scene.word:
             raise ValueError("an OCR verification needs a scene with a word")

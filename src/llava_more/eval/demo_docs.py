@@ -98,17 +98,15 @@ def textvqa_docs(n: int, seed: int) -> Docs:
 # ------------------------------------------------------------------------------ yes / no
 
 
-def _negative(scene: Scene, category: str, rng: random.Random, popularity: Counter) -> tuple[str, str]:
-    """An absent (colour, kind), sampled the way POPE samples negatives for ``category``."""
-    absent = world.absent_objects(scene)
-    if category == "adversarial":  # shares a colour or a kind with something present
-        near = [
-            (c, k) for c, k in absent if world.has_object(scene, color=c) or world.has_object(scene, kind=k)
-        ]
+def _negative(scene: Scene, category: str, rng: random.Random, popularity: Counter) -> str:
+    """An absent colour, sampled the way POPE samples negative objects for ``category``."""
+    absent = world.absent_colors(scene)
+    if category == "adversarial":  # next to a present colour on the palette
+        near = [c for c in absent if any(c in questions.near_colors(s.color) for s in scene.shapes)]
         return rng.choice(near or absent)
-    if category == "popular":  # the most frequent objects of the benchmark's images
-        top = max(popularity[o] for o in absent)
-        return rng.choice([o for o in absent if popularity[o] == top])
+    if category == "popular":  # the most frequent colours of the benchmark's images
+        top = max(popularity[c] for c in absent)
+        return rng.choice([c for c in absent if popularity[c] == top])
     return rng.choice(absent)
 
 
@@ -116,17 +114,16 @@ def pope_docs(n: int, seed: int) -> Docs:
     """POPE: per image one "yes" and one "no" question; ``test`` holds all three categories."""
     n_images = max(1, n // 2)
     scenes = [_scene(record_rng("bench-pope", seed, i)) for i in range(n_images)]
-    popularity = Counter((s.color, s.kind) for scene in scenes for s in scene.shapes)
+    popularity = Counter(s.color for scene in scenes for s in scene.shapes)
     splits: Docs = {c: [] for c in POPE_CATEGORIES}
     docs = []
     for i, scene in enumerate(scenes):
         rng = record_rng("bench-pope-questions", seed, i)
         category = POPE_CATEGORIES[i % len(POPE_CATEGORIES)]
-        present = rng.choice(scene.shapes)
-        pairs = [((present.color, present.kind), "yes"), (_negative(scene, category, rng, popularity), "no")]
+        pairs = [(rng.choice(scene.shapes).color, "yes"), (_negative(scene, category, rng, popularity), "no")]
         image = _image(scene)
-        for (color, kind), answer in pairs:
-            doc = {"question_id": str(len(docs)), "question": f"Is there {world.with_article(f'{color} {kind}')} in the image?",
+        for color, answer in pairs:
+            doc = {"question_id": str(len(docs)), "question": questions.existence_phrase(color),
                    "answer": answer, "image_source": f"demo{i:06d}", "category": category, "image": image}  # fmt: skip
             docs.append(doc)
             splits[category].append(doc)

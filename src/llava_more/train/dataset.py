@@ -7,7 +7,9 @@ resized as they are (``square``) or first padded to a square with the processor'
 
 Before training every record is encoded once (text only) to get its exact token length, for length
 grouping, and to drop the samples ``max_length`` cannot hold (counted and logged). The scan is
-cached in the work dir so a resumed or second process reads it instead of redoing it.
+cached in the work dir so a resumed or second process reads it instead of redoing it. Datasets of
+up to ``MEMO_RECORDS`` records also keep each record's encoding in memory after its first use, so
+later epochs skip the chat-template rendering (at 665K records that would cost gigabytes per rank).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from llava_more.model.preprocess import mean_colour, pixel_values
 from llava_more.text import IGNORE_INDEX, IMAGE_TOKEN, SampleTooLong, encode_conversation
 
 logger = logging.getLogger(__name__)
+
+MEMO_RECORDS = 50_000
 
 
 def with_image_token(conversations: Sequence[dict], has_image: bool) -> list[dict]:
@@ -69,6 +73,9 @@ class LlavaTrainDataset(Dataset):
         self.num_image_tokens = num_image_tokens
         self.max_length = max_length
         self.image_aspect_ratio = image_aspect_ratio
+        self._memo: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = (
+            {} if len(source.records) <= MEMO_RECORDS else None
+        )
         self.indices, self.lengths = self._scan(cache_dir)
         if not self.indices:
             raise DataError(
@@ -139,12 +146,15 @@ class LlavaTrainDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         item = self.source[self.indices[index]]
-        record = self.source.records[self.indices[index]]
-        encoded = self._encode(record)
-        sample = {
-            "input_ids": torch.tensor(encoded["input_ids"], dtype=torch.long),
-            "labels": torch.tensor(encoded["labels"], dtype=torch.long),
-        }
+        if self._memo is not None and index in self._memo:
+            input_ids, labels = self._memo[index]
+        else:
+            encoded = self._encode(self.source.records[self.indices[index]])
+            input_ids = torch.tensor(encoded["input_ids"], dtype=torch.long)
+            labels = torch.tensor(encoded["labels"], dtype=torch.long)
+            if self._memo is not None:
+                self._memo[index] = (input_ids, labels)
+        sample = {"input_ids": input_ids.clone(), "labels": labels.clone()}
         if item["image"] is not None:
             sample["pixel_values"] = self.pixel_values(item["image"])
         return sample
