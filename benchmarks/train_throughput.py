@@ -163,6 +163,20 @@ def step_flops(model, stage: int, lengths: list[tuple[int, int, bool]], image_to
     return per_token_llm * tokens + attention + 6 * projector * images * image_tokens + 2 * vision * images * image_tokens
 
 
+def padding_report(batches: list[list[int]], lengths: list[tuple[int, int, bool]], args) -> dict:
+    """Padding fraction of each batching over all ``batches`` (token slots that hold no sample token)."""
+    real = sum(lengths[i][0] for b in batches for i in b)
+    row_tokens = args.row_tokens or 10**9
+    layouts = {
+        "padded": sum(padded_slots([lengths[i][0] for i in b]) for b in batches),
+        "packed": sum(packed_slots([lengths[i][0] for i in b], row_tokens) for b in batches),
+    }
+    supervised = sum(lengths[i][1] for b in batches for i in b)
+    return {"args": vars(args), "samples": sum(map(len, batches)), "mean_tokens": round(real / sum(map(len, batches)), 1),
+            "supervised_fraction": round(supervised / real, 4),
+            "padding_fraction": {k: round(1 - real / v, 4) for k, v in layouts.items()}}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=("tiny", "real"), default="tiny")
@@ -178,6 +192,9 @@ def main() -> None:
     ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     ap.add_argument("--max-length", type=int, default=2048)
     ap.add_argument("--attn", default="sdpa", help="attention implementation (sdpa, flash_attention_2, ...)")
+    ap.add_argument("--padding-only", action="store_true",
+                    help="only the padding fractions over a whole epoch of --samples samples (no model)")
+    ap.add_argument("--samples", type=int, default=20_000, help="--padding-only: samples drawn")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
 
@@ -189,7 +206,10 @@ def main() -> None:
     image_size = spec_v.image_size(args.size)
     vocab = get_llm(args.llm).config(args.size).vocab_size
 
-    n = args.group * ((args.steps + args.warmup) * args.per_device // args.group + 1)
+    if args.padding_only:
+        n = args.samples
+    else:
+        n = args.group * ((args.steps + args.warmup) * args.per_device // args.group + 1)
     if args.stage == 1:
         lengths = sample_lengths_558k(n, rng, image_tokens)
     elif args.lengths == "demo":
@@ -200,6 +220,9 @@ def main() -> None:
     # Stage 2 groups by modality and length (LLaVA-1.5); stage 1 does not.
     order = SeededGroupedSampler(signed, seed=0, group_by_length=args.stage == 2, group_size=args.group).order(0)
     batches = [order[i : i + args.per_device] for i in range(0, len(order), args.per_device)]
+    if args.padding_only:
+        print(json.dumps(padding_report(batches, lengths, args), indent=1))
+        return
     batches = batches[: args.warmup + args.steps]
 
     model = build_llava(args.llm, args.vision, size=args.size, vocab_size=vocab, image_token_id=IMAGE_TOKEN_ID,

@@ -129,7 +129,7 @@ def test_real_llm_configs_keep_family_quirks():
 
 def test_tiny_twins_keep_family_quirks_and_take_the_vocab():
     gemma = get_llm("gemma2-2b").config("tiny", vocab_size=77)
-    assert (gemma.vocab_size, gemma.hidden_size, gemma.num_hidden_layers) == (77, 64, 2)
+    assert (gemma.vocab_size, gemma.hidden_size, gemma.num_hidden_layers) == (77, 64, 4)
     assert gemma.head_dim * gemma.num_attention_heads != gemma.hidden_size  # wide heads kept
     assert gemma.final_logit_softcapping == 30.0 and gemma.tie_word_embeddings
     phi4 = get_llm("phi4-mini").config("tiny", vocab_size=77)
