@@ -140,3 +140,17 @@ def test_grouped_sampler_keeps_modalities_apart_and_lengths_close():
             assert len(signs) == 1, f"group {group} mixes image and text-only samples"
             sizes = [abs(lengths[i]) for i in group]
             assert sizes == sorted(sizes, reverse=True)  # longest first within a group
+
+
+def test_samples_kept_in_memory_are_the_same_and_not_shared(bundle, data_json, monkeypatch):
+    dataset = train_set(bundle, data_json)
+    first = dataset[0]
+    first["input_ids"][0] = -1  # a caller (the collator) may write into what it got
+    again = dataset[0]
+    assert 0 in dataset._memo and again["input_ids"][0] != -1
+    fresh = train_set(bundle, data_json)
+    monkeypatch.setattr("llava_more.train.dataset.MEMO_BYTES", 0)  # over budget: read from disk
+    uncached = train_set(bundle, data_json)
+    for key in again:
+        assert torch.equal(again[key], fresh[0][key]) and torch.equal(again[key], uncached[0][key])
+    assert not uncached._memo

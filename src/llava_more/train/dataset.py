@@ -7,9 +7,10 @@ resized as they are (``square``) or first padded to a square with the processor'
 
 Before training every record is encoded once (text only) to get its exact token length, for length
 grouping, and to drop the samples ``max_length`` cannot hold (counted and logged). The scan is
-cached in the work dir so a resumed or second process reads it instead of redoing it. Datasets of
-up to ``MEMO_RECORDS`` records also keep each record's encoding in memory after its first use, so
-later epochs skip the chat-template rendering (at 665K records that would cost gigabytes per rank).
+cached in the work dir so a resumed or second process reads it instead of redoing it. Samples
+(token ids, labels and the preprocessed image) are also kept in memory after their first use, up to
+``MEMO_BYTES`` per process, so later epochs of a small dataset (the demo's) skip template
+rendering, image decoding and preprocessing; a real dataset fills the budget and reads the rest.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from llava_more.text import IGNORE_INDEX, IMAGE_TOKEN, SampleTooLong, encode_con
 
 logger = logging.getLogger(__name__)
 
-MEMO_RECORDS = 50_000
+MEMO_BYTES = 1 << 30
 
 
 def with_image_token(conversations: Sequence[dict], has_image: bool) -> list[dict]:
@@ -73,9 +74,8 @@ class LlavaTrainDataset(Dataset):
         self.num_image_tokens = num_image_tokens
         self.max_length = max_length
         self.image_aspect_ratio = image_aspect_ratio
-        self._memo: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = (
-            {} if len(source.records) <= MEMO_RECORDS else None
-        )
+        self._memo: dict[int, dict[str, torch.Tensor]] = {}
+        self._memo_bytes = 0
         self.indices, self.lengths = self._scan(cache_dir)
         if not self.indices:
             raise DataError(
@@ -145,18 +145,20 @@ class LlavaTrainDataset(Dataset):
         return pixel_values(self.image_processor, [image], self.image_aspect_ratio)[0]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if index in self._memo:
+            return {key: value.clone() for key, value in self._memo[index].items()}
         item = self.source[self.indices[index]]
-        if self._memo is not None and index in self._memo:
-            input_ids, labels = self._memo[index]
-        else:
-            encoded = self._encode(self.source.records[self.indices[index]])
-            input_ids = torch.tensor(encoded["input_ids"], dtype=torch.long)
-            labels = torch.tensor(encoded["labels"], dtype=torch.long)
-            if self._memo is not None:
-                self._memo[index] = (input_ids, labels)
-        sample = {"input_ids": input_ids.clone(), "labels": labels.clone()}
+        encoded = self._encode(self.source.records[self.indices[index]])
+        sample = {
+            "input_ids": torch.tensor(encoded["input_ids"], dtype=torch.long),
+            "labels": torch.tensor(encoded["labels"], dtype=torch.long),
+        }
         if item["image"] is not None:
             sample["pixel_values"] = self.pixel_values(item["image"])
+        size = sum(value.numel() * value.element_size() for value in sample.values())
+        if self._memo_bytes + size <= MEMO_BYTES:
+            self._memo[index] = {key: value.clone() for key, value in sample.items()}
+            self._memo_bytes += size
         return sample
 
     def placeholder_sample(self) -> dict[str, torch.Tensor]:
