@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from llava_more.data.demo_world import Scene, Shape, has_object
 from llava_more.data.demo_questions import near_colors
+from llava_more.data.demo_world import Scene, Shape, has_object
 from llava_more.errors import UserError
 from llava_more.eval.demo_docs import (
     MME_COGNITION,
