@@ -227,7 +227,7 @@ def main() -> None:
 
     model = build_llava(args.llm, args.vision, size=args.size, vocab_size=vocab, image_token_id=IMAGE_TOKEN_ID,
                         pad_token_id=PAD_ID)  # fmt: skip
-    model.config.text_config._attn_implementation = args.attn
+    model.set_attn_implementation(args.attn)
     model.to(device=device, dtype=dtype)
     freeze_for_stage(model, args.stage)
     model.train()

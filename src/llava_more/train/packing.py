@@ -12,8 +12,9 @@ Row length is a trade-off on attention kernels without variable-length support: 
 packed row's full (row x row) score matrix. One row per micro-batch is right with flash-attention;
 rows of about ``max_length`` tokens keep the quadratic part bounded elsewhere.
 
-``supervised_targets`` is what ``LlavaTrainer.compute_loss`` uses to run the LM head only where a
-label follows: image tokens, prompts and padding never reach the (vocabulary-sized) output layer.
+``training_inputs`` (built on ``supervised_targets``) is what ``LlavaTrainer.compute_loss`` passes the
+model: the LM head runs only where a label follows, so image tokens, prompts and padding never reach
+the (vocabulary-sized) output layer.
 """
 
 from __future__ import annotations
