@@ -89,6 +89,10 @@ BAD = {
         lambda r: r["protocols"]["demo"]["stage2"].update(global_batch="big"),
         r"protocols\.demo\.stage2\.global_batch: expected int",
     ),
+    "system prompt not a bool": (
+        lambda r: r["studies"]["demo"].update(system_prompt="none"),
+        r"studies\.demo\.system_prompt: expected bool, got 'none'",
+    ),
     "batch not divisible": (
         lambda r: r["protocols"]["demo"]["stage2"].update(per_device_batch=5),
         r"global_batch 32 is not a multiple of per_device_batch 5",

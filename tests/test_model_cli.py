@@ -80,6 +80,17 @@ def test_init_model_writes_a_loadable_tiny_bundle(tmp_path, tokenizer_dir):
     assert bundle.image_processor(images=[_gray()], return_tensors="pt")["pixel_values"].shape[-1] == 144
 
 
+def test_init_model_without_system_prompt_records_the_variant_template(tmp_path, tokenizer_dir):
+    out = tmp_path / "init"
+    args = ["init-model", "--llm", "phi4-mini", "--vision", "clip-l-336", "--size", "tiny", "--no-system-prompt"]
+    assert main([*args, "--tokenizer", str(tokenizer_dir), "--out", str(out)]) == 0
+    bundle = load_bundle(out)
+    # Training, evaluation and chat all resolve the template from this id.
+    assert bundle.meta.template == "phi4+no-system"
+    messages = [{"role": "user", "content": "w1"}]
+    assert bundle.tokenizer.apply_chat_template(messages, tokenize=False) == "<|user|>w1<|end|>"
+
+
 def test_init_model_assembles_pretrained_checkpoints_given_by_path(tmp_path, tokenizer_dir):
     from transformers import AutoModelForCausalLM
 

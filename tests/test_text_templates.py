@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llava_more.errors import ConfigError
-from llava_more.text import TEMPLATE_IDS, apply_template, get_template, train_demo_tokenizer
+from llava_more.text import NO_SYSTEM_SUFFIX, TEMPLATE_IDS, apply_template, get_template, train_demo_tokenizer
 from llava_more.text.templates import VICUNA_SYSTEM, VISION_ASSISTANT_SYSTEM
 
 CONTRACT_IDS = ["llama3.1", "llama3", "gemma2", "phi4", "vicuna_v1", "deepseek_r1", "phi2", "plain"]
@@ -60,6 +60,35 @@ def test_unknown_template_is_a_config_error():
 def test_one_turn_render_matches_the_family_format(demo_tokenizer, template_id):
     tokenizer = apply_template(demo_tokenizer, template_id)
     assert tokenizer.apply_chat_template(ONE_TURN, tokenize=False) == EXPECTED_ONE_TURN[template_id]
+
+
+EXPECTED_NO_SYSTEM = {
+    "llama3.1": "<|begin_of_text|>"
+    + LLAMA.format(role="user", text="<image>\nQ?")
+    + LLAMA.format(role="assistant", text="A."),
+    "phi4": "<|user|><image>\nQ?<|end|><|assistant|>A.<|end|>",
+    "vicuna_v1": "<s>USER: <image>\nQ? ASSISTANT: A.</s>",
+    "phi2": "USER: <image>\nQ? ASSISTANT: A.<|endoftext|>",
+    # Families without a default system prompt render exactly as before.
+    "gemma2": EXPECTED_ONE_TURN["gemma2"],
+    "deepseek_r1": EXPECTED_ONE_TURN["deepseek_r1"],
+}
+
+
+@pytest.mark.parametrize("template_id", sorted(EXPECTED_NO_SYSTEM))
+def test_no_system_variant_drops_only_the_default_system_prompt(demo_tokenizer, template_id):
+    variant = get_template(template_id + NO_SYSTEM_SUFFIX)
+    assert variant.id == template_id + NO_SYSTEM_SUFFIX and variant.default_system is None
+    tokenizer = apply_template(demo_tokenizer, variant.id)
+    assert tokenizer.apply_chat_template(ONE_TURN, tokenize=False) == EXPECTED_NO_SYSTEM[template_id]
+    # A record's own system turn is still rendered.
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Q?"}]
+    assert tokenizer.apply_chat_template(messages, tokenize=False) == EXPECTED_WITH_SYSTEM[template_id]
+
+
+def test_no_system_variant_of_an_unknown_template_names_the_valid_ids():
+    with pytest.raises(ConfigError, match=r"unknown chat template id 'llama2\+no-system'.*<id>\+no-system"):
+        get_template("llama2" + NO_SYSTEM_SUFFIX)
 
 
 @pytest.mark.parametrize("template_id", sorted(EXPECTED_WITH_SYSTEM))

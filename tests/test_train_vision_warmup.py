@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
+from llava_more.data import demo_world as world
 from llava_more.model import get_vision, load_bundle
-from llava_more.train.vision_warmup import _patch_cells, warm_up_vision
+from llava_more.train.vision_warmup import _labels, _patch_cells, warm_up_vision
 
 
 @pytest.mark.parametrize("vision_id", ["clip-l-336", "siglip2-so400m-384", "dinov2-l-224"])
@@ -19,6 +20,28 @@ def test_patches_map_to_the_grid_cell_under_them(vision_id):
     # 6x6 patches over a 3x3 scene grid: each cell is a 2x2 block, row-major.
     expected = torch.arange(9).view(3, 3).repeat_interleave(2, 0).repeat_interleave(2, 1)
     assert torch.equal(cells, expected)
+
+
+def test_labels_describe_each_cell_and_the_whole_scene():
+    scene = world.Scene(
+        shapes=(
+            world.Shape(kind="square", color="blue", row=1, col=2, size="big"),
+            world.Shape(kind="circle", color="red", row=0, col=0, size="small"),
+        ),
+        background="black",
+        word="zoo",
+    )
+    cells, whole, present = _labels(scene)
+    assert cells["colour"].tolist() == [1 + 0, 0, 0, 0, 0, 1 + 2, 0, 0, 0]  # red at (0,0), blue at (1,2)
+    assert cells["kind"][5] == 1 + world.SHAPES.index("square") and cells["big"].tolist() == [0] * 5 + [1] + [0] * 3
+    assert whole == {
+        "word": 1 + world.WORDS.index("zoo"),
+        "big_colour": world.COLOR_NAMES.index("blue"),
+        "big_cell": 5,
+        "background": world.BACKGROUND_NAMES.index("black"),
+        "count": 1,  # two shapes, as class 1
+    }
+    assert present.tolist() == [1.0, 0.0, 1.0, 0.0, 0.0, 0.0]
 
 
 def test_warm_up_learns_and_saves_a_loadable_encoder(tmp_path):

@@ -48,11 +48,12 @@ rule init_model:
     params:
         exp=lambda w: STUDY.pairs[w.pair],
         s2=lambda w: "--s2" if STUDY.pairs[w.pair].s2 else "",
+        system="" if STUDY.system_prompt else "--no-system-prompt",
         sources=lambda w, input: (
             f"--tokenizer {input.tokenizer} --vision-path {input.vision}" if "tokenizer" in input.keys() else "--pretrained"
         ),
     log:
         f"logs/{S}/init_{{pair}}.log",
     shell:
-        "{LLAVA} init-model --llm {params.exp.llm} --vision {params.exp.vision} {params.s2} --size {STUDY.size}"
+        "{LLAVA} init-model --llm {params.exp.llm} --vision {params.exp.vision} {params.s2} {params.system} --size {STUDY.size}"
         " {params.sources} --out {output} > {log} 2>&1"

@@ -250,6 +250,8 @@ class Study:
     eval_untrained: tuple[str, ...]  # experiments whose stage-1 model is evaluated too
     experiments: tuple[Experiment, ...]
     tables: dict[str, tuple[str, ...]]  # table name -> experiment ids, in study order
+    # False: the LLMs' chat templates without their default system prompt (template ids <id>+no-system).
+    system_prompt: bool = True
 
     def experiment(self, exp_id: str) -> Experiment:
         for exp in self.experiments:
@@ -272,7 +274,7 @@ class Study:
 
 STUDY_KEYS = (
     "size", "protocol", "instruct", "benchmarks", "eval_samples", "eval_untrained", "experiments", "tables",
-    "pretrain",
+    "pretrain", "system_prompt",
 )
 
 
@@ -458,6 +460,7 @@ def _parse_study(name, body, protocols, pretrain, instruct, suites, check_backbo
         eval_untrained=_untrained(body.get("eval_untrained", False), f"{path}.eval_untrained", experiments_t),
         experiments=experiments_t,
         tables=tables,
+        system_prompt=_typed(body.get("system_prompt", True), bool, f"{path}.system_prompt"),
     )
 
 

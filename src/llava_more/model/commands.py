@@ -70,6 +70,7 @@ def _init_model(args: argparse.Namespace) -> int:
         llm_path=args.llm_path,
         vision_path=args.vision_path,
         seed=args.seed,
+        system_prompt=not args.no_system_prompt,
     )
     return 0
 
@@ -109,4 +110,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--vision-path", default=None, help="encoder checkpoint (default: the registry's HF id)"
     )
     init.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
+    init.add_argument(
+        "--no-system-prompt", action="store_true",
+        help="use the chat template without its default system prompt (template id <id>+no-system)",
+    )
     init.set_defaults(func=_init_model)

@@ -53,13 +53,16 @@ def init_model(
     llm_path: str | None = None,
     vision_path: str | None = None,
     seed: int = 0,
+    system_prompt: bool = True,
 ) -> BundleMeta:
     """Build the pair's model (random tiny twin, or from checkpoints) and save it as a bundle.
 
     The tokenizer in ``tokenizer_dir`` is configured for the LLM's chat template (which also adds
-    ``<image>``); the model's vocabulary is sized to it.
+    ``<image>``); the model's vocabulary is sized to it. ``system_prompt=False`` picks the template
+    variant without a default system prompt; the bundle records that template id, so training,
+    evaluation and chat all render the same prompts.
     """
-    from llava_more.text import IMAGE_TOKEN, apply_template, get_template
+    from llava_more.text import IMAGE_TOKEN, NO_SYSTEM_SUFFIX, apply_template, get_template
 
     llm, vision = get_llm(llm_id), get_vision(vision_id)
     check_size(size)
@@ -79,7 +82,7 @@ def init_model(
             f"init-model {llm_id} x {vision_id}: --pretrained with --size tiny needs --llm-path and "
             "--vision-path (the registry's Hugging Face ids are real-size checkpoints)"
         )
-    template_id = llm.template
+    template_id = llm.template if system_prompt else llm.template + NO_SYSTEM_SUFFIX
     # Real pairs use their LLM's own tokenizer; tiny twins the demo tokenizer trained locally.
     if tokenizer_dir is None:
         from transformers import AutoTokenizer

@@ -13,12 +13,20 @@ from llava_more.text.encode import (
     render_conversation,
     to_messages,
 )
-from llava_more.text.templates import IMAGE_TOKEN, TEMPLATE_IDS, ChatTemplate, get_template
+from llava_more.text.templates import (
+    IMAGE_TOKEN,
+    NO_SYSTEM_SUFFIX,
+    TEMPLATE_IDS,
+    ChatTemplate,
+    get_template,
+    without_system,
+)
 from llava_more.text.tokenizer import apply_template, train_demo_tokenizer
 
 __all__ = [
     "IGNORE_INDEX",
     "IMAGE_TOKEN",
+    "NO_SYSTEM_SUFFIX",
     "TEMPLATE_IDS",
     "ChatTemplate",
     "RenderedConversation",
@@ -30,4 +38,5 @@ __all__ = [
     "render_conversation",
     "to_messages",
     "train_demo_tokenizer",
+    "without_system",
 ]

@@ -6,7 +6,11 @@ question types stayed at the answer priors for 600 steps; with this warm-up it l
 studies give each encoder family a few hundred steps of supervision before the LLaVA protocol
 starts (the encoder stays frozen in stages 1 and 2, as in the study). Every patch of the layer
 LLaVA reads (second to last) learns the colour and kind of the grid cell it falls in and whether
-that is the scene's big shape; the mean over patches learns the printed word.
+that is the scene's big shape. The mean over patches learns what describes the whole scene: the
+printed word, the big shape's colour and place, the background, the count and which colours are
+present. The study's encoders are like that too (CLIP and SigLIP learn from whole-image captions);
+a tiny LLM reads scene-level facts from the average of the image tokens in far fewer steps than it
+learns to pick out one patch (measured: README, "What the demo learns").
 """
 
 from __future__ import annotations
@@ -44,17 +48,36 @@ def _patch_cells(processor, grid: int) -> torch.Tensor:
     return torch.tensor([cell[r] * world.GRID + cell[c] for r in range(grid) for c in range(grid)])
 
 
-def _labels(scene: world.Scene) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    colour = torch.zeros(world.GRID * world.GRID, dtype=torch.long)
-    kind = torch.zeros_like(colour)
-    big = torch.zeros_like(colour)
+# Per-patch targets (the scene cell under the patch) and whole-scene targets (read from the mean patch).
+CELL_HEADS = {"colour": len(world.COLOR_NAMES) + 1, "kind": len(world.SHAPES) + 1, "big": 2}
+SCENE_HEADS = {
+    "word": len(world.WORDS) + 1,
+    "big_colour": len(world.COLOR_NAMES),
+    "big_cell": world.GRID * world.GRID,
+    "background": len(world.BACKGROUND_NAMES),
+    "count": world.GRID * world.GRID,
+}
+
+
+def _labels(scene: world.Scene) -> tuple[dict[str, torch.Tensor], dict[str, int], torch.Tensor]:
+    """Per-cell class ids, whole-scene class ids and the multi-hot vector of the colours present."""
+    cells = {name: torch.zeros(world.GRID * world.GRID, dtype=torch.long) for name in CELL_HEADS}
+    present = torch.zeros(len(world.COLOR_NAMES))
     for shape in scene.shapes:
         cell = shape.row * world.GRID + shape.col
-        colour[cell] = 1 + world.COLOR_NAMES.index(shape.color)
-        kind[cell] = 1 + world.SHAPES.index(shape.kind)
-        big[cell] = int(shape.size == "big")
-    word = 1 + world.WORDS.index(scene.word) if scene.word else 0
-    return colour, kind, big, word
+        cells["colour"][cell] = 1 + world.COLOR_NAMES.index(shape.color)
+        cells["kind"][cell] = 1 + world.SHAPES.index(shape.kind)
+        cells["big"][cell] = int(shape.size == "big")
+        present[world.COLOR_NAMES.index(shape.color)] = 1.0
+    main = world.main_shape(scene)
+    whole = {
+        "word": 1 + world.WORDS.index(scene.word) if scene.word else 0,
+        "big_colour": world.COLOR_NAMES.index(main.color),
+        "big_cell": main.row * world.GRID + main.col,
+        "background": world.BACKGROUND_NAMES.index(scene.background),
+        "count": world.count_shapes(scene) - 1,
+    }
+    return cells, whole, present
 
 
 def warm_up_vision(
@@ -69,12 +92,8 @@ def warm_up_vision(
     cells = _patch_cells(processor, grid)
     hidden = tower.config.hidden_size
     heads = nn.ModuleDict(
-        {
-            "colour": nn.Linear(hidden, len(world.COLOR_NAMES) + 1),
-            "kind": nn.Linear(hidden, len(world.SHAPES) + 1),
-            "big": nn.Linear(hidden, 2),
-            "word": nn.Linear(hidden, len(world.WORDS) + 1),
-        }
+        {name: nn.Linear(hidden, n) for name, n in {**CELL_HEADS, **SCENE_HEADS}.items()}
+        | {"present": nn.Linear(hidden, len(world.COLOR_NAMES))}
     )
     optimizer = torch.optim.AdamW([*tower.parameters(), *heads.parameters()], lr=lr, weight_decay=0.0)
     rng = random.Random(seed)
@@ -84,16 +103,15 @@ def warm_up_vision(
     for step in range(1, steps + 1):
         scenes = [world.random_scene(rng) for _ in range(batch_size)]
         pixels = processor(images=[world.render_scene(s, RENDER_SIZE) for s in scenes], return_tensors="pt")
-        colour, kind, big, word = (torch.stack(x) if i < 3 else torch.tensor(x) for i, x in
-                                   enumerate(zip(*(_labels(s) for s in scenes), strict=True)))
+        per_cell, whole, present = zip(*(_labels(s) for s in scenes), strict=True)
         states = tower(pixels["pixel_values"], output_hidden_states=True).hidden_states[-2]
         patches = states[:, spec.num_prefix_tokens:]
-        loss = (
-            ce(heads["colour"](patches).flatten(0, 1), colour[:, cells].flatten())
-            + ce(heads["kind"](patches).flatten(0, 1), kind[:, cells].flatten())
-            + ce(heads["big"](patches).flatten(0, 1), big[:, cells].flatten())
-            + ce(heads["word"](patches.mean(1)), word)
-        )
+        pooled = patches.mean(1)
+        loss = sum(
+            ce(heads[name](patches).flatten(0, 1), torch.stack([c[name] for c in per_cell])[:, cells].flatten())
+            for name in CELL_HEADS
+        ) + sum(ce(heads[name](pooled), torch.tensor([w[name] for w in whole])) for name in SCENE_HEADS)
+        loss = loss + nn.functional.binary_cross_entropy_with_logits(heads["present"](pooled), torch.stack(present))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
