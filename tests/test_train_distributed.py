@@ -77,8 +77,10 @@ def test_two_processes_match_one(setup, zero):
 
     reference, trained = bundle_weights(setup["root"] / "single-out"), bundle_weights(out)
     assert reference.keys() == trained.keys()  # ZeRO-3's shards were gathered into one full model
+    # Adam turns float-level gradient differences into weight differences of up to a step (about lr)
+    # where a gradient is tiny: compare at a tenth of one step.
     for name in reference:
-        torch.testing.assert_close(trained[name], reference[name], rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(trained[name], reference[name], rtol=1e-4, atol=RECIPE["lr"] / 10, msg=name)
     assert os.path.isdir(work / "tensorboard")
 
 
@@ -114,5 +116,7 @@ def test_sigterm_to_the_launcher_checkpoints_all_ranks_and_resumes(setup):
     assert second.returncode == 0, second.stdout[-4000:]
     assert f"resuming from {folder}" in second.stdout
     reference, trained = bundle_weights(root / "ref-out"), bundle_weights(out)
+    # Adam turns float-level gradient differences into weight differences of up to a step (about lr)
+    # where a gradient is tiny: compare at a tenth of one step.
     for name in reference:
-        torch.testing.assert_close(trained[name], reference[name], rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(trained[name], reference[name], rtol=1e-4, atol=RECIPE["lr"] / 10, msg=name)

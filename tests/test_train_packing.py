@@ -100,5 +100,7 @@ def test_a_packed_stage_trains_to_the_padded_weights(tmp_path):
     padded, packed = bundle_weights(outs[False]), bundle_weights(outs[True])
     initial = bundle_weights(init)
     assert any(not torch.equal(initial[k], padded[k]) for k in padded)
+    # Adam's update is about lr wherever a gradient is tiny, so float-level gradient differences there
+    # move a weight by up to a step; a tenth of one step is far below what cross-sample attention does.
     for name in padded:
-        torch.testing.assert_close(packed[name], padded[name], rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(packed[name], padded[name], rtol=1e-4, atol=cfg.lr / 10, msg=name)

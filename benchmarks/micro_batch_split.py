@@ -1,0 +1,87 @@
+"""Padding and step time when one optimizer step's samples are split into smaller micro-batches.
+
+    python benchmarks/micro_batch_split.py --model runs/demo/stage1/llama3.1-8b_clip-l-336_demo-lcs \\
+        --data data/instruct/demo-instruct --steps 12 --micro 32,16,8
+
+The steps come from the trainer's own sampler (``SeededGroupedSampler`` with length grouping, one
+group per step), so every split sees the same samples per step, sorted by length; a split only
+changes how much padding each micro-batch carries. Samples are encoded exactly as stage 2 encodes
+them (the bundle's chat template, ``LlavaTrainDataset``). Each step runs forward and backward over
+all of its micro-batches on one thread; the report gives padded token slots per step, the real
+tokens, and the median seconds per step (the first step of each split is a warm-up), with the ratio
+against the first split listed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from llava_more.data import LlavaJsonDataset
+from llava_more.model import load_bundle
+from llava_more.train.dataset import LlavaCollator, LlavaTrainDataset
+from llava_more.train.packing import training_inputs
+from llava_more.train.sampler import SeededGroupedSampler
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="a bundle (stage 1 output) to train from")
+    ap.add_argument(
+        "--data", required=True, type=Path, help="an instruction dataset folder (clean.json, raw/images)"
+    )
+    ap.add_argument("--global-batch", type=int, default=32)
+    ap.add_argument(
+        "--micro", default="32,16,8", help="micro-batch sizes to compare (the first is the baseline)"
+    )
+    ap.add_argument("--steps", type=int, default=12)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+
+    bundle = load_bundle(args.model)
+    model = bundle.model.train()
+    for p in model.model.vision_tower.parameters():
+        p.requires_grad_(False)
+    dataset = LlavaTrainDataset(
+        LlavaJsonDataset(args.data / "clean.json", args.data / "raw" / "images"),
+        bundle.tokenizer, bundle.image_processor, template_id=bundle.meta.template,
+        num_image_tokens=bundle.meta.image_tokens, max_length=1024, image_aspect_ratio="pad",
+    )  # fmt: skip
+    order = SeededGroupedSampler(
+        dataset.lengths, seed=0, group_by_length=True, group_size=args.global_batch
+    ).order(0)
+    steps = [
+        order[i : i + args.global_batch] for i in range(0, args.steps * args.global_batch, args.global_batch)
+    ]
+    samples = {i: dataset[i] for step in steps for i in step}  # decode once, outside the timing
+    collate = LlavaCollator(bundle.tokenizer.pad_token_id)
+    real = statistics.mean(sum(abs(dataset.lengths[i]) for i in step) for step in steps)
+
+    results = []
+    for micro in (int(m) for m in args.micro.split(",")):
+        slots, seconds = [], []
+        for step in steps:
+            start = time.perf_counter()
+            total = 0
+            for k in range(0, len(step), micro):
+                batch = collate([samples[i] for i in step[k : k + micro]])
+                total += batch["input_ids"].numel()
+                model(**training_inputs(batch)).loss.backward()
+            model.zero_grad(set_to_none=True)
+            seconds.append(time.perf_counter() - start)
+            slots.append(total)
+        results.append({"micro_batch": micro, "slots_per_step": round(statistics.mean(slots)),
+                        "real_tokens_per_step": round(real), "padding": round(1 - real / statistics.mean(slots), 3),
+                        "s_per_step": round(statistics.median(seconds[1:]), 3)})  # fmt: skip
+    for r in results:
+        r["speed_vs_first"] = round(results[0]["s_per_step"] / r["s_per_step"], 2)
+        print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()
