@@ -8,7 +8,8 @@
 
 The probe draws fresh scenes (not in the training data), asks one question type at a time in the
 demo's prompt format, and checks whether the model's most likely first answer token is the right
-one (chance: 1/6 for a colour, about 1/3 for a count, 1/2 for the background or yes/no). It reads
+one (chance: 1/6 for a colour, about 1/3 for a count, 1/2 for the background or yes/no, 1/4 for
+the letter of a four-option question). It reads
 logits directly, so it measures the model, not the answer parsing of a benchmark.
 """
 
@@ -37,6 +38,7 @@ PROBES: dict[str, Callable[[world.Scene, random.Random], questions.QA]] = {
     "count": lambda s, r: questions.QA(questions.SHORT, "How many shapes are there?", str(world.count_shapes(s))),
     "background": lambda s, r: questions.QA(questions.SHORT, "What color is the background?", s.background),
     "colour existence": lambda s, r: questions.existence_question(s, r),
+    "choice letter": lambda s, r: questions.multiple_choice_question(s, r),
 }  # fmt: skip
 
 
