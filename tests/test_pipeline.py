@@ -8,6 +8,7 @@ Snakemake (with the documented `--touch`) has nothing to do.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -50,7 +51,9 @@ def test_snakemake_runs_the_study_to_its_tables(workspace):
     for stage in (1, 2):
         scores = yaml.safe_load((workspace / f"results/{STUDY}/eval/stage{stage}/{EXP}/scores.json").read_text())
         assert set(scores["columns"]) == {"GQA", "POPE"}
-    assert (workspace / f"runs/{STUDY}/stage2/{EXP}/llava_more.json").exists()
+    meta = json.loads((workspace / f"runs/{STUDY}/stage2/{EXP}/llava_more.json").read_text())
+    # The ci study sets system_prompt: false; the template id travels with the bundle to evaluation.
+    assert meta["template"] == "llama3.1+no-system"
 
 
 @pytest.mark.slow
