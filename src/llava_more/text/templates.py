@@ -8,7 +8,7 @@ is self-contained.
 
 Every template id also exists without its default system prompt, as ``<id>+no-system`` (a record's own
 system turn is still rendered). The demo study uses these: its tiny LLMs learn from scratch, and a
-constant 30-token preamble was a fifth of every training sequence and slowed their learning.
+constant system prompt was about a fifth of every training sequence and slowed their learning.
 """
 
 from __future__ import annotations

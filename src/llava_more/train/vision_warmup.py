@@ -55,7 +55,7 @@ SCENE_HEADS = {
     "big_colour": len(world.COLOR_NAMES),
     "big_cell": world.GRID * world.GRID,
     "background": len(world.BACKGROUND_NAMES),
-    "count": world.GRID * world.GRID,
+    "count": world.GRID * world.GRID,  # at most one shape per cell
 }
 
 
