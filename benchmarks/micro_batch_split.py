@@ -6,7 +6,7 @@
 The steps come from the trainer's own sampler (``SeededGroupedSampler`` with length grouping, one
 group per step), so every split sees the same samples per step, sorted by length; a split only
 changes how much padding each micro-batch carries. Samples are encoded exactly as stage 2 encodes
-them (the bundle's chat template, ``LlavaTrainDataset``). Each step runs forward and backward over
+them (the bundle's chat template, the protocol's ``max_length``, ``LlavaTrainDataset``). Each step runs forward and backward over
 all of its micro-batches on one thread; the report gives padded token slots per step, the real
 tokens, and the median seconds per step (the first step of each split is a warm-up), with the ratio
 against the first split listed.
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from llava_more.config import load_params
 from llava_more.data import LlavaJsonDataset
 from llava_more.model import load_bundle
 from llava_more.train.dataset import LlavaCollator, LlavaTrainDataset
@@ -40,9 +41,13 @@ def main() -> None:
         "--micro", default="32,16,8", help="micro-batch sizes to compare (the first is the baseline)"
     )
     ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument(
+        "--protocol", default="demo", help="params.yaml protocol whose stage-2 max_length applies"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
 
+    stage2 = load_params("params.yaml").protocols[args.protocol].stage2
     bundle = load_bundle(args.model)
     model = bundle.model.train()
     for p in model.model.vision_tower.parameters():
@@ -50,7 +55,7 @@ def main() -> None:
     dataset = LlavaTrainDataset(
         LlavaJsonDataset(args.data / "clean.json", args.data / "raw" / "images"),
         bundle.tokenizer, bundle.image_processor, template_id=bundle.meta.template,
-        num_image_tokens=bundle.meta.image_tokens, max_length=1024, image_aspect_ratio="pad",
+        num_image_tokens=bundle.meta.image_tokens, max_length=stage2.max_length, image_aspect_ratio="pad",
     )  # fmt: skip
     order = SeededGroupedSampler(
         dataset.lengths, seed=0, group_by_length=True, group_size=args.global_batch
