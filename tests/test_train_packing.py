@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from llava_more.model import build_llava, load_bundle
+from llava_more.model.varlen_attention import restore_attention, segment_bounds, use_varlen_attention
 from llava_more.text import IGNORE_INDEX, IMAGE_TOKEN
 from llava_more.train import TrainConfig, train_stage
 from llava_more.train.dataset import LlavaCollator
@@ -79,12 +80,59 @@ def test_packed_sparse_loss_and_gradients_equal_the_padded_ones(bundle, dataset,
     if row_tokens == 120:
         assert packed["input_ids"].shape[0] > 1  # several rows, each padded to the longest
     reference, reference_grads = loss_and_grads(model, padded, sparse=False)
-    for batch, sparse in ((padded, True), (packed, False), (packed, True)):
-        loss, grads = loss_and_grads(model, batch, sparse)
-        torch.testing.assert_close(loss, reference, rtol=1e-5, atol=1e-6)
-        assert grads.keys() == reference_grads.keys()
-        for name, grad in grads.items():
-            torch.testing.assert_close(grad, reference_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    base = model.config.get_text_config()._attn_implementation
+    # packed rows through transformers' block-diagonal mask, then through the per-sample varlen path
+    for varlen in (False, True):
+        replaced = use_varlen_attention(model) if varlen else None
+        assert model.config.get_text_config()._attn_implementation == (f"varlen_{base}" if varlen else base)
+        batches = ((packed, False), (packed, True)) if varlen else ((padded, True), (packed, False), (packed, True))
+        for batch, sparse in batches:
+            loss, grads = loss_and_grads(model, batch, sparse)
+            torch.testing.assert_close(loss, reference, rtol=1e-5, atol=1e-6)
+            assert grads.keys() == reference_grads.keys()
+            for name, grad in grads.items():
+                torch.testing.assert_close(grad, reference_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+        restore_attention(model, replaced)
+    assert model.config.get_text_config()._attn_implementation == base
+
+
+def test_segment_bounds_split_rows_where_positions_restart():
+    positions = torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3], [0, 1, 2, 3, 4, 5, 0, 1, 2]])
+    assert segment_bounds(positions) == [[(0, 3), (3, 5), (5, 9)], [(0, 6), (6, 9)]]
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_varlen_attention_is_block_diagonal_causal_attention(window):
+    """Per-sample attention equals one SDPA call with the row's block-diagonal (sliding) causal mask."""
+    from transformers import AttentionInterface
+
+    torch.manual_seed(0)
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal, module.training = 1, True, False
+    lengths = [5, 2, 7]
+    q, k, v = (torch.randn(1, 2, sum(lengths), 8) for _ in range(3))
+    positions = torch.cat([torch.arange(n) for n in lengths])[None]
+    sample = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    i, j = positions[0][:, None], positions[0][None, :]
+    allowed = (sample[:, None] == sample[None, :]) & (j <= i)
+    if window is not None:
+        allowed &= i - j < window
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed[None, None])
+    out, _ = AttentionInterface()["varlen_sdpa"](module, q, k, v, None, position_ids=positions,
+                                                 sliding_window=window, scaling=8**-0.5)  # fmt: skip
+    torch.testing.assert_close(out, expected.transpose(1, 2), rtol=1e-5, atol=1e-6)
+
+
+def test_varlen_attention_refuses_a_padding_mask(bundle, dataset):
+    """Switched outside packed training (a padded batch), it stops instead of ignoring the padding."""
+    tok = bundle.tokenizer
+    model = build_llava("llama3.1-8b", "clip-l-336", size="tiny", vocab_size=len(tok),
+                        image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN), pad_token_id=tok.pad_token_id)  # fmt: skip
+    padded = LlavaCollator(pad_token_id=tok.pad_token_id)([dataset[0], dataset[6]])
+    assert not padded["attention_mask"].all()
+    use_varlen_attention(model)
+    with pytest.raises(RuntimeError, match="packed training rows"):
+        model(**padded, use_cache=False)
 
 
 def test_a_packed_stage_trains_to_the_padded_weights(tmp_path):
@@ -98,6 +146,8 @@ def test_a_packed_stage_trains_to_the_padded_weights(tmp_path):
         outs[packing] = tmp_path / f"out-{packing}"
         train_stage(2, init, data, data.parent, outs[packing], tmp_path / f"work-{packing}", cfg.replace(packing=packing))
     padded, packed = bundle_weights(outs[False]), bundle_weights(outs[True])
+    # trained through the varlen wrapper, exported with the model's own attention
+    assert load_bundle(outs[True]).model.config.get_text_config()._attn_implementation == "sdpa"
     initial = bundle_weights(init)
     assert any(not torch.equal(initial[k], padded[k]) for k in padded)
     # Adam's update is about lr wherever a gradient is tiny, so float-level gradient differences there

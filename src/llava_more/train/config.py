@@ -37,7 +37,7 @@ class TrainConfig:
     group_by_length: bool = False
     save_every_steps: int = 200
     packing: bool = False  # padding-free rows (train/packing.py) instead of padded micro-batches
-    pack_tokens: int = 0  # tokens per packed row; 0: max_length
+    pack_tokens: int = 0  # tokens per packed row; 0: one row per micro-batch
     # Run-level knobs (not part of a protocol).
     seed: int = 0
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs, tests)

@@ -2,15 +2,14 @@
 
 ``PackedCollator`` places a micro-batch's samples end to end in rows of at most ``row_tokens``
 tokens (first-fit decreasing) instead of padding every sample to the longest one. Position ids
-restart at 0 for every sample and no attention mask is passed: transformers then reads the packed
-layout from the position ids (flash-attention's variable-length kernels on a GPU, a block-diagonal
-causal mask with SDPA/eager), so a sample never attends to its neighbours. The samples of a
-micro-batch are the same as in the padded batch, only laid out differently, so the loss of a step
-is the padded step's loss up to float rounding (tested).
+restart at 0 for every sample and no attention mask is passed: the attention reads the packed
+layout from the position ids (flash-attention's variable-length kernels on a GPU; elsewhere
+``model/varlen_attention.py``, which the trainer switches to for packed runs), so a sample never
+attends to its neighbours. The samples of a micro-batch are the same as in the padded batch, only
+laid out differently, so the loss of a step is the padded step's loss up to float rounding (tested).
 
-Row length is a trade-off on attention kernels without variable-length support: SDPA pays for a
-packed row's full (row x row) score matrix. One row per micro-batch is right with flash-attention;
-rows of about ``max_length`` tokens keep the quadratic part bounded elsewhere.
+With variable-length attention one row per micro-batch is best (no padding at all); that is the
+default. Several shorter rows only bound the row length for kernels that need a row-sized mask.
 
 ``training_inputs`` (built on ``supervised_targets``) is what ``LlavaTrainer.compute_loss`` passes the
 model: the LM head runs only where a label follows, so image tokens, prompts and padding never reach

@@ -29,6 +29,7 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.utils import logging as hf_logging
 
 from llava_more.errors import ConfigError, TrainingInterrupted, UserError
+from llava_more.model.varlen_attention import restore_attention, use_varlen_attention
 from llava_more.train.checkpoints import (
     CompleteCheckpoints,
     checkpoint_dirs,
@@ -49,6 +50,7 @@ logger = logging.getLogger("llava_more.train")
 INTERRUPTED_MARKER = "INTERRUPTED"
 STAGE1_TEMPLATE = "plain"
 # Fields that do not change what is trained: a checkpoint written with other values still resumes.
+ONE_ROW = 1 << 40  # a packed-row budget no micro-batch reaches
 RUN_ONLY_FIELDS = ("num_workers", "keep_checkpoints", "logging_steps", "save_every_steps")
 
 
@@ -243,9 +245,9 @@ def build_model(stage: int, cfg: TrainConfig, bundle: Any) -> torch.nn.Module:
 
 
 def make_collator(cfg: TrainConfig, pad_token_id: int, placeholder: dict) -> LlavaCollator | PackedCollator:
-    """Padded micro-batches, or packed rows of ``pack_tokens`` (default ``max_length``) tokens."""
+    """Padded micro-batches, or packed rows of ``pack_tokens`` tokens (default: one row per micro-batch)."""
     if cfg.packing:
-        return PackedCollator(pad_token_id, cfg.pack_tokens or cfg.max_length, placeholder)
+        return PackedCollator(pad_token_id, cfg.pack_tokens or ONE_ROW, placeholder)
     return LlavaCollator(pad_token_id=pad_token_id, placeholder=placeholder)
 
 
@@ -356,6 +358,10 @@ def train_stage(
             logger.info("resuming from %s" if resume else "starting from %s", resume or init_dir)
 
         collator = make_collator(cfg, bundle.tokenizer.pad_token_id, dataset.placeholder_sample())
+        # Packed rows need attention that reads sample boundaries from position ids: flash-attention
+        # does; SDPA and eager get the per-sample variable-length wrapper for the whole run (gradient
+        # checkpointing recomputes attention during backward, so a per-call switch would not do).
+        replaced_attention = use_varlen_attention(bundle.model) if cfg.packing else None
         on_signal = CheckpointOnSignal(request)
         callbacks = [
             CompleteCheckpoints(work_dir, cfg.keep_checkpoints, {"fingerprint": expected}),
@@ -388,6 +394,7 @@ def train_stage(
                 f"stopped on {request.signal_name} after step {trainer.state.global_step}/{trainer.state.max_steps}; "
                 f"checkpoint saved in {work_dir}, the next start resumes from it"
             )
+        restore_attention(bundle.model, replaced_attention)
         export_bundle(trainer, bundle, out_dir)
         if is_main:
             # The exported bundle is the result; a later rerun must train again rather than resume it.
