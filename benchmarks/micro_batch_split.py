@@ -1,7 +1,7 @@
 """Padding and step time when one optimizer step's samples are split into smaller micro-batches.
 
     python benchmarks/micro_batch_split.py --model runs/demo/stage1/llama3.1-8b_clip-l-336_demo-lcs \\
-        --data data/instruct/demo-instruct --steps 12 --micro 32,16,8
+        --data data/instruct/demo-instruct --steps 12 --micro 32,16,8,packed:32,packed:8,budget:2048
 
 The steps come from the trainer's own sampler (``SeededGroupedSampler`` with length grouping, one
 group per step), so every split sees the same samples per step, sorted by length; a split only
@@ -10,6 +10,10 @@ them (the bundle's chat template, the protocol's ``max_length``, ``LlavaTrainDat
 all of its micro-batches on one thread; the report gives padded token slots per step, the real
 tokens, and the median seconds per step (the first step of each split is a warm-up), with the ratio
 against the first split listed.
+
+A split is ``N`` (padded micro-batches of N samples), ``packed:N`` (the same micro-batches packed
+into one row each, through the trainer's variable-length attention) or ``budget:T`` (the step split
+by ``TokenBudgetBatches`` into micro-batches within T tokens, packed).
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ import torch
 from llava_more.config import load_params
 from llava_more.data import LlavaJsonDataset
 from llava_more.model import load_bundle
+from llava_more.model.varlen_attention import restore_attention, use_varlen_attention
 from llava_more.train.dataset import LlavaCollator, LlavaTrainDataset
-from llava_more.train.packing import training_inputs
-from llava_more.train.sampler import SeededGroupedSampler
+from llava_more.train.packing import PackedCollator, training_inputs
+from llava_more.train.sampler import SeededGroupedSampler, TokenBudgetBatches
 
 
 def main() -> None:
@@ -38,7 +43,7 @@ def main() -> None:
     )
     ap.add_argument("--global-batch", type=int, default=32)
     ap.add_argument(
-        "--micro", default="32,16,8", help="micro-batch sizes to compare (the first is the baseline)"
+        "--micro", default="32,16,8", help="splits to compare: N, packed:N, budget:T (the first is the baseline)"
     )
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument(
@@ -64,23 +69,37 @@ def main() -> None:
         order[i : i + args.global_batch] for i in range(0, args.steps * args.global_batch, args.global_batch)
     ]
     samples = {i: dataset[i] for step in steps for i in step}  # decode once, outside the timing
-    collate = LlavaCollator(bundle.tokenizer.pad_token_id)
+    padded = LlavaCollator(bundle.tokenizer.pad_token_id)
+    packed = PackedCollator(bundle.tokenizer.pad_token_id, row_tokens=1 << 40)
     real = statistics.mean(sum(abs(dataset.lengths[i]) for i in step) for step in steps)
 
     results = []
-    for micro in (int(m) for m in args.micro.split(",")):
+    for split in args.micro.split(","):
+        kind, _, size = split.rpartition(":")
+        size = int(size)
+        if kind == "budget":
+            budget = TokenBudgetBatches(dataset.lengths, seed=0, group_by_length=True,
+                                        global_batch=args.global_batch, micro_tokens=size)  # fmt: skip
+            k, micro = budget.grad_accum, budget.batches(0)
+            plan = [micro[s * k : (s + 1) * k] for s in range(len(steps))]
+        else:
+            plan = [[step[k : k + size] for k in range(0, len(step), size)] for step in steps]
+        collate = padded if kind == "" else packed
+        replaced = use_varlen_attention(model) if kind else None
         slots, seconds = [], []
-        for step in steps:
+        for micro_batches in plan:
             start = time.perf_counter()
             total = 0
-            for k in range(0, len(step), micro):
-                batch = collate([samples[i] for i in step[k : k + micro]])
+            for mb in micro_batches:
+                batch = collate([samples[i] for i in mb])
                 total += batch["input_ids"].numel()
                 model(**training_inputs(batch)).loss.backward()
             model.zero_grad(set_to_none=True)
             seconds.append(time.perf_counter() - start)
             slots.append(total)
-        results.append({"micro_batch": micro, "slots_per_step": round(statistics.mean(slots)),
+        restore_attention(model, replaced)
+        results.append({"split": split, "micro_batches_per_step": round(statistics.mean(map(len, plan)), 2),
+                        "slots_per_step": round(statistics.mean(slots)),
                         "real_tokens_per_step": round(real), "padding": round(1 - real / statistics.mean(slots), 3),
                         "s_per_step": round(statistics.median(seconds[1:]), 3)})  # fmt: skip
     for r in results:

@@ -1,15 +1,22 @@
 """Training throughput of the three batchings, on the same samples, in one process.
 
-    python benchmarks/train_throughput.py --size tiny --stage 2 --steps 20            # CPU, tiny twins
+    python benchmarks/train_throughput.py --size tiny --stage 2 --steps 5            # CPU, tiny twins
     python benchmarks/train_throughput.py --size real --llm gemma2-2b \\
-        --vision siglip2-so400m-384 --stage 2 --dtype bf16 --per-device 8 --steps 20  # one GPU
+        --vision siglip2-so400m-384 --stage 2 --dtype bf16 --per-device 8 --steps 5  # one GPU
 
-Batchings (each runs the same micro-batches of the same samples, in the same order):
+Every batching runs the same optimizer steps (``--group`` samples each, in the length-grouped
+sampler's order), one forward and backward per micro-batch and one optimizer step per step; steps
+are timed whole. Batchings of ``--per-device`` samples per micro-batch:
 - ``padded-full``: LLaVA's reference layout, right-padded length-grouped micro-batches and logits at
   every position (the baseline);
 - ``padded``: the same micro-batches, logits only where a supervised token follows (what
   ``LlavaTrainer`` does);
-- ``packed``: ``PackedCollator`` rows (padding-free, per-sample position ids) with the same loss.
+- ``packed-mask``: ``PackedCollator`` rows (padding-free, per-sample position ids) with the same
+  loss, through transformers' block-diagonal mask (what SDPA/eager get without help);
+- ``packed``: the same rows through ``model/varlen_attention.py`` (what ``LlavaTrainer`` uses for
+  packed runs unless the model runs flash-attention, which reads packed rows itself);
+and, with ``--micro-tokens``, ``packed-budget``: the same steps split into micro-batches of a
+variable number of samples within that many tokens (``TokenBudgetBatches``), packed as above.
 
 Samples are synthetic token sequences with the length distribution of ``--lengths``:
 - ``665k``: a model of LLaVA-665K's stage-2 mix built from its published composition (the sources
@@ -35,10 +42,11 @@ from dataclasses import dataclass
 import torch
 
 from llava_more.model import build_llava, freeze_for_stage, get_llm, get_vision
+from llava_more.model.varlen_attention import restore_attention, use_varlen_attention
 from llava_more.text import IGNORE_INDEX
 from llava_more.train.dataset import LlavaCollator
 from llava_more.train.packing import PackedCollator, packed_slots, padded_slots, training_inputs
-from llava_more.train.sampler import SeededGroupedSampler
+from llava_more.train.sampler import SeededGroupedSampler, TokenBudgetBatches
 
 IMAGE_TOKEN_ID, PAD_ID = 1, 0
 
@@ -163,18 +171,41 @@ def step_flops(model, stage: int, lengths: list[tuple[int, int, bool]], image_to
     return per_token_llm * tokens + attention + 6 * projector * images * image_tokens + 2 * vision * images * image_tokens
 
 
-def padding_report(batches: list[list[int]], lengths: list[tuple[int, int, bool]], args) -> dict:
-    """Padding fraction of each batching over all ``batches`` (token slots that hold no sample token)."""
-    real = sum(lengths[i][0] for b in batches for i in b)
+def micro_batch_plans(signed: list[int], args) -> tuple[list[list[int]], dict[str, list[list[list[int]]]]]:
+    """The run's full steps, and each batching's micro-batches for every step."""
+    grouped = args.stage == 2  # stage 2 groups by modality and length (LLaVA-1.5); stage 1 does not
+    order = SeededGroupedSampler(signed, seed=0, group_by_length=grouped, group_size=args.group).order(0)
+    steps = [order[i : i + args.group] for i in range(0, len(order) - args.group + 1, args.group)]
+    fixed = [[step[i : i + args.per_device] for i in range(0, len(step), args.per_device)] for step in steps]
+    plans = {"padded-full": fixed, "padded": fixed, "packed-mask": fixed, "packed": fixed}
+    if args.micro_tokens:
+        budget = TokenBudgetBatches(signed, seed=0, group_by_length=grouped, global_batch=args.group,
+                                    micro_tokens=args.micro_tokens)  # fmt: skip
+        k, micro = budget.grad_accum, budget.batches(0)
+        plans["packed-budget"] = [micro[s * k : (s + 1) * k] for s in range(len(steps))]
+    return steps, plans
+
+
+def slots(name: str, sizes: list[int], row_tokens: int) -> int:
+    return packed_slots(sizes, row_tokens) if name.startswith("packed") else padded_slots(sizes)
+
+
+def padding_report(plans: dict, lengths: list[tuple[int, int, bool]], args) -> dict:
+    """Padding fraction of each layout over every step (token slots that hold no sample token)."""
     row_tokens = args.row_tokens or 10**9
-    layouts = {
-        "padded": sum(padded_slots([lengths[i][0] for i in b]) for b in batches),
-        "packed": sum(packed_slots([lengths[i][0] for i in b], row_tokens) for b in batches),
-    }
-    supervised = sum(lengths[i][1] for b in batches for i in b)
-    return {"args": vars(args), "samples": sum(map(len, batches)), "mean_tokens": round(real / sum(map(len, batches)), 1),
-            "supervised_fraction": round(supervised / real, 4),
-            "padding_fraction": {k: round(1 - real / v, 4) for k, v in layouts.items()}}  # fmt: skip
+    any_plan = next(iter(plans.values()))
+    real = sum(lengths[i][0] for step in any_plan for mb in step for i in mb)
+    samples = sum(len(mb) for step in any_plan for mb in step)
+    supervised = sum(lengths[i][1] for step in any_plan for mb in step for i in mb)
+    report = {"args": vars(args), "samples": samples, "mean_tokens": round(real / samples, 1),
+              "supervised_fraction": round(supervised / real, 4), "padding_fraction": {},
+              "micro_batches_per_step": {}}  # fmt: skip
+    for name in ("padded", "packed", "packed-budget"):
+        if name in plans:
+            used = sum(slots(name, [lengths[i][0] for i in mb], row_tokens) for st in plans[name] for mb in st)
+            report["padding_fraction"][name] = round(1 - real / used, 4)
+            report["micro_batches_per_step"][name] = round(statistics.mean(map(len, plans[name])), 2)
+    return report
 
 
 def main() -> None:
@@ -187,7 +218,9 @@ def main() -> None:
     ap.add_argument("--per-device", type=int, default=16, help="samples per micro-batch")
     ap.add_argument("--group", type=int, default=128, help="length-grouping group (the global batch)")
     ap.add_argument("--row-tokens", type=int, default=0, help="packed row budget (0: one row per micro-batch)")
-    ap.add_argument("--steps", type=int, default=10, help="micro-batches timed per batching")
+    ap.add_argument("--micro-tokens", type=int, default=0,
+                    help="also run packed-budget: micro-batches within this many tokens (0: skip it)")
+    ap.add_argument("--steps", type=int, default=5, help="optimizer steps timed per batching")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     ap.add_argument("--max-length", type=int, default=2048)
@@ -206,10 +239,7 @@ def main() -> None:
     image_size = spec_v.image_size(args.size)
     vocab = get_llm(args.llm).config(args.size).vocab_size
 
-    if args.padding_only:
-        n = args.samples
-    else:
-        n = args.group * ((args.steps + args.warmup) * args.per_device // args.group + 1)
+    n = args.samples if args.padding_only else args.group * (args.steps + args.warmup + 1)
     if args.stage == 1:
         lengths = sample_lengths_558k(n, rng, image_tokens)
     elif args.lengths == "demo":
@@ -217,13 +247,11 @@ def main() -> None:
     else:
         lengths = sample_lengths_665k(n, rng, image_tokens, args.max_length)
     signed = [t if img else -t for t, _, img in lengths]
-    # Stage 2 groups by modality and length (LLaVA-1.5); stage 1 does not.
-    order = SeededGroupedSampler(signed, seed=0, group_by_length=args.stage == 2, group_size=args.group).order(0)
-    batches = [order[i : i + args.per_device] for i in range(0, len(order), args.per_device)]
+    steps, plans = micro_batch_plans(signed, args)
     if args.padding_only:
-        print(json.dumps(padding_report(batches, lengths, args), indent=1))
+        print(json.dumps(padding_report(plans, lengths, args), indent=1))
         return
-    batches = batches[: args.warmup + args.steps]
+    steps = steps[: args.warmup + args.steps]
 
     model = build_llava(args.llm, args.vision, size=args.size, vocab_size=vocab, image_token_id=IMAGE_TOKEN_ID,
                         pad_token_id=PAD_ID)  # fmt: skip
@@ -235,48 +263,53 @@ def main() -> None:
         model.gradient_checkpointing_enable()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
-    samples = {i: make_sample(*lengths[i], image_tokens, vocab, image_size, rng) for b in batches for i in b}
+    samples = {i: make_sample(*lengths[i], image_tokens, vocab, image_size, rng) for st in steps for i in st}
     row_tokens = args.row_tokens or 10**9
     collators = {
         "padded-full": LlavaCollator(pad_token_id=PAD_ID),
         "padded": LlavaCollator(pad_token_id=PAD_ID),
+        "packed-mask": PackedCollator(PAD_ID, row_tokens),
         "packed": PackedCollator(PAD_ID, row_tokens),
+        "packed-budget": PackedCollator(PAD_ID, row_tokens),
     }
     peak = matmul_peak(device, dtype)
     results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "args": vars(args),
                "matmul_peak_tflops": round(peak / 1e12, 3), "batchings": {}}  # fmt: skip
-    for name, collate in collators.items():
-        times, n_samples, n_tokens, flops = [], 0, 0, 0.0
-        slots = real = 0
-        for step, batch_ids in enumerate(batches):
-            batch = collate([samples[i] for i in batch_ids])
-            batch = {k: v.to(device) for k, v in batch.items()}
-            if "pixel_values" in batch:
-                batch["pixel_values"] = batch["pixel_values"].to(dtype)
-            sizes = [lengths[i][0] for i in batch_ids]
+    for name, plan in plans.items():
+        collate = collators[name]
+        replaced = use_varlen_attention(model) if name in ("packed", "packed-budget") else None
+        times, n_samples, n_tokens, flops, used = [], 0, 0, 0.0, 0
+        for index, micro_batches in enumerate(plan[: len(steps)]):
+            step_ids = [i for mb in micro_batches for i in mb]
+            supervised = sum(lengths[i][1] for i in step_ids)  # the step's loss is a mean over these
             sync(device)
             start = time.perf_counter()
-            if name == "padded-full":
-                loss = model(**batch, use_cache=False).loss
-            else:
-                inputs = training_inputs(batch)
-                loss = model(**inputs, num_items_in_batch=inputs["labels"].numel()).loss
-            loss.backward()
+            for mb in micro_batches:
+                batch = collate([samples[i] for i in mb])
+                batch = {k: v.to(device) for k, v in batch.items()}
+                if "pixel_values" in batch:
+                    batch["pixel_values"] = batch["pixel_values"].to(dtype)
+                if name == "padded-full":
+                    loss = model(**batch, use_cache=False, num_items_in_batch=supervised).loss
+                else:
+                    loss = model(**training_inputs(batch), num_items_in_batch=supervised).loss
+                loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             sync(device)
-            if step >= args.warmup:
+            if index >= args.warmup:
                 times.append(time.perf_counter() - start)
-                n_samples += len(batch_ids)
-                n_tokens += sum(sizes)
-                flops += step_flops(model, args.stage, [lengths[i] for i in batch_ids], image_tokens)
-                slots += padded_slots(sizes) if name != "packed" else packed_slots(sizes, row_tokens)
-                real += sum(sizes)
+                n_samples += len(step_ids)
+                n_tokens += sum(lengths[i][0] for i in step_ids)
+                flops += step_flops(model, args.stage, [lengths[i] for i in step_ids], image_tokens)
+                used += sum(slots(name, [lengths[i][0] for i in mb], row_tokens) for mb in micro_batches)
+        restore_attention(model, replaced)
         seconds = sum(times)
         results["batchings"][name] = {
             "samples_per_s": round(n_samples / seconds, 3),
             "tokens_per_s": round(n_tokens / seconds, 1),
-            "padding_fraction": round(1 - real / slots, 4),
+            "padding_fraction": round(1 - n_tokens / used, 4),
+            "micro_batches_per_step": round(statistics.mean(map(len, plan[args.warmup : len(steps)])), 2),
             "mfu": round(flops / seconds / peak, 4),
             "median_step_s": round(statistics.median(times), 4),
         }

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import random
+import signal
+import threading
+import time
+
 import pytest
 import torch
 
+from llava_more.errors import ConfigError, TrainingInterrupted
 from llava_more.model import build_llava, load_bundle
 from llava_more.model.varlen_attention import restore_attention, segment_bounds, use_varlen_attention
 from llava_more.text import IGNORE_INDEX, IMAGE_TOKEN
 from llava_more.train import TrainConfig, train_stage
+from llava_more.train.checkpoints import COMPLETE_MARKER
 from llava_more.train.dataset import LlavaCollator
 from llava_more.train.packing import PackedCollator, pack_rows, packed_slots, padded_slots, training_inputs
+from llava_more.train.sampler import SeededGroupedSampler, TokenBudgetBatches, balanced_split
 from tests.test_train_data import train_set
 from tests.test_train_helpers import bundle_weights, make_bundle, make_dataset
 
@@ -154,3 +163,90 @@ def test_a_packed_stage_trains_to_the_padded_weights(tmp_path):
     # move a weight by up to a step; a tenth of one step is far below what cross-sample attention does.
     for name in padded:
         torch.testing.assert_close(packed[name], padded[name], rtol=1e-4, atol=cfg.lr / 10, msg=name)
+
+
+# ------------------------------------------------------------------ token-budget micro-batches
+
+
+def test_balanced_split_evens_out_tokens_deterministically():
+    tokens = [90, 10, 40, 40, 30, 70, 20, 60, 50, 80]
+    parts = balanced_split(range(10), tokens, 3)
+    assert sorted(i for part in parts for i in part) == list(range(10))
+    loads = [sum(tokens[i] for i in part) for part in parts]
+    assert max(loads) - min(loads) <= max(tokens) and max(loads) <= sum(tokens) / 3 + max(tokens)
+    assert all(part == sorted(part) for part in parts)  # indices keep their order
+    assert balanced_split(range(10), tokens, 3) == parts
+    assert all(balanced_split(range(4), tokens, 4))  # as many parts as samples: none empty
+
+
+def budget_lengths(n: int = 203, seed: int = 0) -> list[int]:
+    rng = random.Random(seed)
+    return [rng.randint(20, 300) * (1 if rng.random() < 0.8 else -1) for _ in range(n)]
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_token_budget_keeps_every_step_and_fills_micro_batches_to_the_budget(world):
+    lengths, tokens, budget = budget_lengths(), [abs(n) for n in budget_lengths()], 1200
+    ranks = [TokenBudgetBatches(lengths, seed=4, group_by_length=True, global_batch=16, micro_tokens=budget,
+                                world_size=world, rank=r, epochs=2) for r in range(world)]  # fmt: skip
+    k = ranks[0].grad_accum
+    assert all(r.grad_accum == k for r in ranks) and 1 < k < 16 // world
+    fixed = SeededGroupedSampler(lengths, seed=4, group_by_length=True, group_size=16)
+    for epoch in (0, 1):
+        for r in ranks:
+            r.set_epoch(epoch)
+        batches = [list(r) for r in ranks]
+        assert all(len(b) == len(r) for b, r in zip(batches, ranks, strict=True))
+        order = fixed.order(epoch)
+        steps = [order[i : i + 16] for i in range(0, len(order), 16)]
+        for s, step in enumerate(steps[:-1]):  # full steps: k micro-batches per rank, the same samples
+            micro = [mb for b in batches for mb in b[s * k : (s + 1) * k]]
+            assert sorted(i for mb in micro for i in mb) == sorted(step)
+            assert all(mb and sum(tokens[i] for i in mb) <= budget for mb in micro)
+        tail = [mb for b in batches for mb in b[(len(steps) - 1) * k :]]
+        assert sorted(i for mb in tail for i in mb) == sorted(steps[-1])  # 203 = 12 x 16 + 11
+        assert len({len(b) for b in batches}) == 1  # every rank runs as many micro-batches
+    # k is the fewest that fits: one fewer micro-batch per rank overflows some step
+    smaller = [s for e in (0, 1) for s in ranks[0].steps(e) if len(s) == 16]
+    assert not all(ranks[0].fits(step, k - 1) for step in smaller)
+    assert sum(len(mb) for mb in batches[0][:k]) > k  # several samples per micro-batch
+
+
+def test_token_budget_config_is_checked():
+    with pytest.raises(ConfigError, match="needs packing"):
+        TrainConfig(micro_tokens=4096)
+    with pytest.raises(ConfigError, match="at least max_length"):
+        TrainConfig(packing=True, micro_tokens=1024, max_length=2048)
+
+
+def test_a_token_budget_stage_trains_to_the_fixed_size_weights_and_resumes_exactly(tmp_path):
+    torch.set_num_threads(1)
+    init = make_bundle(tmp_path)
+    data = make_dataset(tmp_path / "instruct", n_images=12, n_text=4)
+    cfg = TrainConfig(epochs=2, global_batch=8, per_device_batch=2, lr=3e-3, warmup_ratio=0.0, max_length=512,
+                      image_aspect_ratio="pad", group_by_length=True, save_every_steps=1, seed=3,
+                      packing=True)  # fmt: skip
+    budget = cfg.replace(micro_tokens=600)
+    fixed_out, budget_out = tmp_path / "fixed", tmp_path / "budget"
+    train_stage(2, init, data, data.parent, fixed_out, tmp_path / "work-fixed", cfg)
+    train_stage(2, init, data, data.parent, budget_out, tmp_path / "work-budget", budget)
+    fixed, packed = bundle_weights(fixed_out), bundle_weights(budget_out)
+    for name in fixed:
+        torch.testing.assert_close(packed[name], fixed[name], rtol=1e-4, atol=cfg.lr / 10, msg=name)
+
+    # SIGUSR1 once step 2 is saved: checkpoint at the next step and stop; the rerun resumes from it.
+    work = tmp_path / "work-resumed"
+    watcher = threading.Thread(target=signal_when, args=(work / "checkpoint-2" / COMPLETE_MARKER,), daemon=True)
+    watcher.start()
+    with pytest.raises(TrainingInterrupted):
+        train_stage(2, init, data, data.parent, tmp_path / "resumed", work, budget)
+    train_stage(2, init, data, data.parent, tmp_path / "resumed", work, budget)
+    resumed = bundle_weights(tmp_path / "resumed")
+    assert not [name for name in packed if not torch.equal(packed[name], resumed[name])]
+
+
+def signal_when(path, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(os.getpid(), signal.SIGUSR1)

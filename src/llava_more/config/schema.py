@@ -89,8 +89,9 @@ class StageProtocol:
     lora_r: int = 0
     packing: bool = False
     pack_tokens: int = 0
+    micro_tokens: int = 0
 
-    OPTIONAL = ("lora_r", "packing", "pack_tokens")
+    OPTIONAL = ("lora_r", "packing", "pack_tokens", "micro_tokens")
 
     CHOICES = {
         "scheduler": ("cosine", "linear", "constant_with_warmup"),

@@ -38,6 +38,9 @@ class TrainConfig:
     save_every_steps: int = 200
     packing: bool = False  # padding-free rows (train/packing.py) instead of padded micro-batches
     pack_tokens: int = 0  # tokens per packed row; 0: one row per micro-batch
+    # packed runs: micro-batches of a variable number of samples within this many tokens per device
+    # (train/sampler.py TokenBudgetBatches); 0: per_device_batch samples per micro-batch
+    micro_tokens: int = 0
     # Run-level knobs (not part of a protocol).
     seed: int = 0
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs, tests)
@@ -69,6 +72,17 @@ class TrainConfig:
             raise ConfigError("train config: save_every_steps and keep_checkpoints must be positive")
         if self.pack_tokens < 0:
             raise ConfigError(f"train config: pack_tokens must be >= 0, got {self.pack_tokens}")
+        if self.micro_tokens:
+            if not self.packing:
+                raise ConfigError(
+                    f"train config: micro_tokens={self.micro_tokens} needs packing: true (a token budget "
+                    "fills packed rows; padded micro-batches use per_device_batch)"
+                )
+            if self.micro_tokens < self.max_length:
+                raise ConfigError(
+                    f"train config: micro_tokens ({self.micro_tokens}) must be at least max_length "
+                    f"({self.max_length}), or the longest samples fit no micro-batch"
+                )
         if self.lora_r < 0:
             raise ConfigError(f"train config: lora_r must be >= 0, got {self.lora_r}")
 

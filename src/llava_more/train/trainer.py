@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -42,7 +43,7 @@ from llava_more.train.dataset import LlavaCollator, LlavaTrainDataset
 from llava_more.train.deepspeed import deepspeed_config
 from llava_more.train.packing import PackedCollator, training_inputs
 from llava_more.train.progress import PlainLogLines, stdout_is_terminal, tensorboard_callback
-from llava_more.train.sampler import SeededGroupedSampler
+from llava_more.train.sampler import SeededGroupedSampler, TokenBudgetBatches
 from llava_more.train.signals import CheckpointOnSignal, StopRequest, stop_on_signals
 
 logger = logging.getLogger("llava_more.train")
@@ -57,14 +58,25 @@ RUN_ONLY_FIELDS = ("num_workers", "keep_checkpoints", "logging_steps", "save_eve
 class LlavaTrainer(Trainer):
     """The HF Trainer with our seeded (optionally modality/length-grouped) sampler and a samples/s log."""
 
-    def __init__(self, *args: Any, global_batch: int, group_by_length: bool, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        global_batch: int,
+        group_by_length: bool,
+        token_batches: TokenBudgetBatches | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.global_batch = global_batch
         self.group_by_length = group_by_length
+        self.token_batches = token_batches
         self._throughput_mark: tuple[float, int] | None = None
-        self._train_sampler: SeededGroupedSampler | None = None
+        self._train_sampler: SeededGroupedSampler | TokenBudgetBatches | None = None
 
-    def _get_train_sampler(self, train_dataset=None) -> SeededGroupedSampler:
+    def _get_train_sampler(self, train_dataset=None) -> SeededGroupedSampler | TokenBudgetBatches:
+        if self.token_batches is not None:  # a batch sampler (token budget), made before the Trainer
+            self._train_sampler = self.token_batches
+            return self._train_sampler
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         self._train_sampler = SeededGroupedSampler(
             dataset.lengths,
@@ -251,6 +263,24 @@ def make_collator(cfg: TrainConfig, pad_token_id: int, placeholder: dict) -> Lla
     return LlavaCollator(pad_token_id=pad_token_id, placeholder=placeholder)
 
 
+def token_budget_batches(cfg: TrainConfig, lengths: list[int], world_size: int, rank: int) -> TokenBudgetBatches:
+    """The run's token-budget micro-batches, sized over every epoch the run can reach."""
+    steps_per_epoch = -(-len(lengths) // cfg.global_batch)
+    epochs = math.ceil(cfg.epochs)
+    if cfg.max_steps:
+        epochs = max(epochs, -(-cfg.max_steps // steps_per_epoch))
+    return TokenBudgetBatches(
+        lengths,
+        seed=cfg.seed,
+        group_by_length=cfg.group_by_length,
+        global_batch=cfg.global_batch,
+        micro_tokens=cfg.micro_tokens,
+        world_size=world_size,
+        rank=rank,
+        epochs=epochs,
+    )
+
+
 def _barrier() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
@@ -353,6 +383,19 @@ def train_stage(
                 cache_dir=work_dir,
             )
             resume = choose_checkpoint(work_dir, expected, is_main)
+        token_batches = None
+        if cfg.micro_tokens:
+            token_batches = token_budget_batches(cfg, dataset.lengths, world_size, args.process_index)
+            split = BatchSplit(-(-cfg.global_batch // (world_size * token_batches.grad_accum)), token_batches.grad_accum)
+            # Accumulation is fixed by the data: the arguments are rebuilt so that DeepSpeed's
+            # configuration (filled from them) agrees with what the trainer does.
+            args = training_arguments(cfg, work_dir, split)
+            if is_main:
+                logger.info(
+                    "stage %d: token budget %d per micro-batch: %d micro-batch(es) per device and step, "
+                    "%.1f samples each on average", stage, cfg.micro_tokens, split.grad_accum,
+                    cfg.global_batch / (world_size * split.grad_accum),
+                )  # fmt: skip
         if is_main:
             logger.info("%d training samples (%s, template %s)", len(dataset), data_json, template)
             logger.info("resuming from %s" if resume else "starting from %s", resume or init_dir)
@@ -362,6 +405,8 @@ def train_stage(
         # does; SDPA and eager get the per-sample variable-length wrapper for the whole run (gradient
         # checkpointing recomputes attention during backward, so a per-call switch would not do).
         replaced_attention = use_varlen_attention(bundle.model) if cfg.packing else None
+        if cfg.packing and is_main:
+            logger.info("packed rows; LLM attention: %s", bundle.model.config.get_text_config()._attn_implementation)
         on_signal = CheckpointOnSignal(request)
         callbacks = [
             CompleteCheckpoints(work_dir, cfg.keep_checkpoints, {"fingerprint": expected}),
@@ -376,6 +421,7 @@ def train_stage(
             callbacks=callbacks,
             global_batch=cfg.global_batch,
             group_by_length=cfg.group_by_length,
+            token_batches=token_batches,
         )
         if not stdout_is_terminal():
             trainer.remove_callback(PrinterCallback)
