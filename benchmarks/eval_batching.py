@@ -1,32 +1,41 @@
 """Batched vs batch-1 generation through real lmms-eval: samples/s and whether the answers agree.
 
-    python benchmarks/eval_batching.py --model runs/demo/stage2/<exp> --tasks demo_gqa,demo_pope \
-        --include-path data/benchmarks/demo --batch-sizes 1,8
+    python benchmarks/eval_batching.py --model runs/demo/stage2/<exp> --tasks demo_gqa,demo_pope \\
+        --include-path data/benchmarks/demo --batch-sizes 1,8 --repeats 3
 
-Runs `llava-more evaluate` once per batch size (same process tree, same machine, back to back),
-times each run's generation (lmms-eval's own wall time excluded from start-up by timing the whole
-command and subtracting a `--limit 1` warm run), and compares every logged answer.
+Runs `llava-more evaluate` once per batch size and repeat (back to back, same machine) and reads
+the timing line the lmms-eval plugin logs for every `generate_until` call: the seconds spent
+preparing requests (image loading, prompt rendering) and the seconds spent in batched generation
+(padding, the forward passes, decoding). Samples/s count generation only, summed over the tasks;
+the median over repeats is reported. Every logged answer is compared with batch 1's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+TIMING = re.compile(r"generate_until timing: (\d+) requests at batch (\d+): prepare ([\d.]+) s, generate ([\d.]+) s")
 
-def evaluate(model: str, tasks: str, include: str, batch: int, out: Path, limit: int | None) -> float:
+
+def evaluate(model: str, tasks: str, include: str, batch: int, out: Path) -> tuple[int, float, float]:
+    """One real evaluation; returns (requests, prepare seconds, generate seconds) over its tasks."""
     cmd = [sys.executable, "-m", "llava_more", "evaluate", "--model", model, "--tasks", tasks,
-           "--include-path", include, "--batch-size", str(batch), "--max-new-tokens", "16", "--out", str(out)]
-    if limit:
-        cmd += ["--limit", str(limit)]
-    start = time.monotonic()
-    subprocess.run(cmd, check=True, capture_output=True)
-    return time.monotonic() - start
+           "--include-path", include, "--batch-size", str(batch), "--max-new-tokens", "16", "--out", str(out)]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode:
+        sys.exit(f"evaluate failed ({run.returncode}):\n{run.stderr[-3000:]}")
+    log = (out / "lmms_eval.log").read_text()  # the plugin runs inside lmms-eval's own process
+    found = [m.groups() for m in TIMING.finditer(log)]
+    if not found:
+        sys.exit(f"no generate_until timing line in {out / 'lmms_eval.log'}")
+    return (sum(int(n) for n, *_ in found), sum(float(p) for *_, p, _ in found), sum(float(g) for *_, g in found))
 
 
 def answers(out: Path) -> dict[tuple[str, int], str]:
@@ -46,25 +55,32 @@ def main() -> None:
     ap.add_argument("--tasks", default="demo_gqa,demo_pope")
     ap.add_argument("--include-path", default="data/benchmarks/demo")
     ap.add_argument("--batch-sizes", default="1,8")
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     sizes = [int(b) for b in args.batch_sizes.split(",")]
+    rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        first_task = args.tasks.split(",")[0]  # start-up: imports and model load, one question
-        startup = evaluate(args.model, first_task, args.include_path, 1, tmp / "warm", limit=1)
-        rows, results = [], {}
-        for batch in sizes:
-            wall = evaluate(args.model, args.tasks, args.include_path, batch, tmp / f"b{batch}", None)
-            results[batch] = answers(tmp / f"b{batch}")
-            n = len(results[batch])
-            rows.append((batch, n, wall, n / max(wall - startup, 1e-9)))
-        base = results[sizes[0]]
-        print(f"start-up (limit 1): {startup:.1f} s")
-        print("| batch | samples | wall s | samples/s (excl. start-up) | speed-up | answers identical to batch 1 |")
-        print("|---:|---:|---:|---:|---:|---|")
-        for batch, n, wall, rate in rows:
-            same = results[batch] == base
-            print(f"| {batch} | {n} | {wall:.1f} | {rate:.1f} | {rate / rows[0][3]:.2f}x | {same} |")
+        results = {}
+        for repeat in range(args.repeats):
+            for batch in sizes:  # interleaved, so drift in machine speed hits every batch size alike
+                out = tmp / f"b{batch}-r{repeat}"
+                n, prepare, generate = evaluate(args.model, args.tasks, args.include_path, batch, out)
+                rows.setdefault(batch, []).append((n, prepare, generate))
+                got = answers(out)
+                results.setdefault(batch, got)
+                if got != results[batch]:
+                    sys.exit(f"batch {batch}: answers changed between repeats")
+    base = results[sizes[0]]
+    rate = {b: statistics.median(n / g for n, _, g in rows[b]) for b in sizes}
+    print(f"{args.repeats} repeat(s); generation samples/s is the median over repeats")
+    print("| batch | samples | prepare s | generate s (each repeat) | generation samples/s | speed-up | answers identical to batch 1 |")
+    print("|---:|---:|---:|---|---:|---:|---|")
+    for b in sizes:
+        n = rows[b][0][0]
+        prepare = statistics.median(p for _, p, _ in rows[b])
+        gens = ", ".join(f"{g:.2f}" for *_, g in rows[b])
+        print(f"| {b} | {n} | {prepare:.2f} | {gens} | {rate[b]:.1f} | {rate[b] / rate[sizes[0]]:.2f}x | {results[b] == base} |")
 
 
 if __name__ == "__main__":

@@ -84,9 +84,10 @@ def test_entry_point_resolves_to_our_model():
 @pytest.mark.parametrize(
     "pair", [None, ("gemma2-2b", "siglip-so400m-384")], ids=["llama3.1-clip", "gemma2-siglip"]
 )
-def test_batched_answers_equal_single_answers(pair, bundle, tokenizer_dir, tmp_path, lmms_tasks):
+def test_batched_answers_equal_single_answers(pair, bundle, tokenizer_dir, tmp_path, lmms_tasks, caplog):
     from llava_more.eval.lmms_model import LlavaMoreLMM
 
+    caplog.set_level("INFO", logger="llava_more.eval.lmms_model")
     path = bundle if pair is None else _bundle(tokenizer_dir, tmp_path / "model", *pair)
     answers = {}
     for batch_size in (1, 4):
@@ -98,6 +99,9 @@ def test_batched_answers_equal_single_answers(pair, bundle, tokenizer_dir, tmp_p
     assert len(answers[1]) == len(requests) == 24
     assert all(isinstance(a, str) for a in answers[1])
     assert answers[4] == answers[1]
+    # each call logs where its time went (benchmarks/eval_batching.py reads these lines)
+    timings = [r.getMessage() for r in caplog.records if r.getMessage().startswith("generate_until timing:")]
+    assert len(timings) == 2 and timings[1].startswith("generate_until timing: 24 requests at batch 4: prepare ")
 
 
 def test_prompt_ends_with_assistant_header_and_expands_images(bundle):

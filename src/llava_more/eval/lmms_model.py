@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,6 +35,19 @@ from llava_more.errors import UserError
 from llava_more.model.preprocess import ASPECT_RATIOS, pixel_values
 
 log = logging.getLogger(__name__)
+TIMING_PREFIX = "generate_until timing:"
+
+
+def _log_info_to_stderr() -> None:
+    """Inside ``python -m lmms_eval`` nothing configures Python logging, so our INFO lines (timings)
+    would be dropped; send them to stderr, which ``run_lmms_eval`` keeps in ``lmms_eval.log``."""
+    package = logging.getLogger("llava_more")
+    if logging.getLogger().handlers or package.handlers:
+        return  # a host (our CLI, pytest) already decides where logs go
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
 
 # Used when a task gives no max_new_tokens (LLaVA's own VQA evaluation uses 128).
 DEFAULT_MAX_NEW_TOKENS = 128
@@ -88,6 +102,7 @@ class LlavaMoreLMM(lmms):
         **unknown: Any,
     ) -> None:
         super().__init__()
+        _log_info_to_stderr()
         if unknown:
             raise UserError(
                 f"--model_args for llava_more: unknown argument(s) {', '.join(sorted(unknown))}; valid: "
@@ -160,14 +175,19 @@ class LlavaMoreLMM(lmms):
             groups[(task, json.dumps(gen_kwargs, sort_keys=True, default=str))].append(i)
 
         progress = tqdm(total=len(requests), desc="llava_more generate", disable=self.rank != 0)
+        prepare_s = generate_s = 0.0
         for indices in groups.values():
             gen_kwargs = dict(requests[indices[0]].args[1])
+            mark = time.perf_counter()
             prepared = [self._prepare(requests[i].args[0], *requests[i].args[2:]) for i in indices]
+            prepare_s += time.perf_counter() - mark
             # Longest first: padding waste stays low, and an over-long prompt fails at once.
             order = sorted(range(len(indices)), key=lambda k: -len(prepared[k][0]))
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
+                mark = time.perf_counter()
                 texts = self._generate([prepared[k] for k in chunk], gen_kwargs, requests[indices[chunk[0]]])
+                generate_s += time.perf_counter() - mark
                 for k, text in zip(chunk, texts, strict=True):
                     answers[indices[k]] = text
                     self.cache_hook.add_partial(
@@ -175,6 +195,12 @@ class LlavaMoreLMM(lmms):
                     )
                 progress.update(len(chunk))
         progress.close()
+        # One line per call, for users and for benchmarks/eval_batching.py: where the time went.
+        log.info(
+            "%s %d requests at batch %d: prepare %.3f s, generate %.3f s (%.1f samples/s)",
+            TIMING_PREFIX, len(requests), self.batch_size, prepare_s, generate_s,
+            len(requests) / max(generate_s, 1e-9),
+        )  # fmt: skip
         return answers  # type: ignore[return-value]
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
