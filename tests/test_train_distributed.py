@@ -52,11 +52,15 @@ def setup(tmp_path_factory):
     return {"root": root, "init": init, "data": data}
 
 
-@pytest.mark.parametrize("zero", ["zero2", "zero3"])
-def test_two_processes_match_one(setup, zero):
+@pytest.mark.parametrize(
+    "zero, layout",
+    [("zero2", {}), ("zero3", {}), ("none", {"packing": True, "micro_tokens": 600})],
+    ids=["zero2", "zero3", "ddp-packed-token-budget"],
+)
+def test_two_processes_match_one(setup, zero, layout):
     root = setup["root"] / zero
     root.mkdir()
-    params = write_params(root, **RECIPE, deepspeed=zero)
+    params = write_params(root, **RECIPE, deepspeed=zero, **layout)
     out, work = root / "out", root / "work"
     env = cli_env()
     # DeepSpeed compiles its CPU communication op on first use (~2 min); the cache makes it once.
@@ -68,6 +72,9 @@ def test_two_processes_match_one(setup, zero):
     assert result.returncode == 0, result.stdout[-4000:]
     assert "torchrun: 1 node x 2 process(es)" in result.stdout
     assert "global batch 4 = 2 per device x 1 accumulation step(s) x 2 device(s)" in result.stdout
+    if layout:  # each rank's share of a step (2 samples, about 250 tokens) fits one packed micro-batch
+        assert "token budget 600 per micro-batch: 1 micro-batch(es) per device and step" in result.stdout
+        assert "LLM attention: varlen_sdpa" in result.stdout
 
     single = tensorboard_losses(setup["root"] / "single-work")
     double = tensorboard_losses(work)
