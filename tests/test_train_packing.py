@@ -13,7 +13,12 @@ import torch
 
 from llava_more.errors import ConfigError, TrainingInterrupted
 from llava_more.model import build_llava, load_bundle
-from llava_more.model.varlen_attention import restore_attention, segment_bounds, use_varlen_attention
+from llava_more.model.varlen_attention import (
+    length_buckets,
+    restore_attention,
+    segment_bounds,
+    use_varlen_attention,
+)
 from llava_more.text import IGNORE_INDEX, IMAGE_TOKEN
 from llava_more.train import TrainConfig, train_stage
 from llava_more.train.checkpoints import COMPLETE_MARKER
@@ -108,6 +113,11 @@ def test_packed_sparse_loss_and_gradients_equal_the_padded_ones(bundle, dataset,
 def test_segment_bounds_split_rows_where_positions_restart():
     positions = torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3], [0, 1, 2, 3, 4, 5, 0, 1, 2]])
     assert segment_bounds(positions) == [[(0, 3), (3, 5), (5, 9)], [(0, 6), (6, 9)]]
+    segments = [(0, 0, 3), (0, 3, 2), (0, 5, 4), (1, 0, 6), (1, 6, 3), (1, 9, 10)]
+    buckets = length_buckets(segments)
+    assert sorted(s for b in buckets for s in b) == sorted(segments)
+    assert all(max(s[2] for s in b) <= 1.5 * min(s[2] for s in b) for b in buckets)
+    assert [[s[2] for s in b] for b in buckets] == [[10], [6, 4], [3, 3, 2]]
 
 
 @pytest.mark.parametrize("window", [None, 3])
@@ -219,7 +229,8 @@ def test_token_budget_config_is_checked():
         TrainConfig(packing=True, micro_tokens=1024, max_length=2048)
 
 
-def test_a_token_budget_stage_trains_to_the_fixed_size_weights_and_resumes_exactly(tmp_path):
+def test_a_token_budget_stage_trains_to_the_fixed_size_weights_and_resumes_exactly(tmp_path, caplog):
+    caplog.set_level("INFO", logger="llava_more.train")
     torch.set_num_threads(1)
     init = make_bundle(tmp_path)
     data = make_dataset(tmp_path / "instruct", n_images=12, n_text=4)
@@ -231,6 +242,8 @@ def test_a_token_budget_stage_trains_to_the_fixed_size_weights_and_resumes_exact
     train_stage(2, init, data, data.parent, fixed_out, tmp_path / "work-fixed", cfg)
     train_stage(2, init, data, data.parent, budget_out, tmp_path / "work-budget", budget)
     fixed, packed = bundle_weights(fixed_out), bundle_weights(budget_out)
+    # 8 samples of about 100 tokens per step: two micro-batches within 600 tokens, not four of 2
+    assert "global batch 8 = 2 micro-batch(es) per step x 1 device(s), each within the token budget of 600" in caplog.text
     for name in fixed:
         torch.testing.assert_close(packed[name], fixed[name], rtol=1e-4, atol=cfg.lr / 10, msg=name)
 

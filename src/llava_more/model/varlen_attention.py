@@ -7,8 +7,11 @@ the scores of every token against every other token in the row and then throws m
 and it builds that mask first. With many samples per row, that costs more than padding saves.
 
 ``varlen_<base>`` (``varlen_sdpa``, ``varlen_eager``) instead splits each row at the position-id
-resets and runs the base implementation once per sample with a plain causal mask, so a row of
-samples of lengths ``l_i`` costs ``sum(l_i^2)``, not ``(sum l_i)^2``, and no row-sized mask exists.
+resets, gathers samples of similar length into a small right-padded batch of their own, and runs
+the base implementation on it with a plain causal mask (causality alone keeps real tokens off the
+padding behind them). A row of samples of lengths ``l_i`` then costs about ``sum(l_i^2)``, not
+``(sum l_i)^2``; no row-sized mask exists, and only attention sees any padding: the projections
+and MLPs, most of the work, run on the packed tokens.
 The base implementation is the one the model would use unpacked (eager for Gemma-2, whose logit
 soft-capping SDPA lacks), so the numbers are the padded run's up to float rounding (tested).
 
@@ -30,6 +33,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, flash_atten
 
 VARLEN_PREFIX = "varlen_"
 BASES = ("sdpa", "eager")
+BUCKET_RATIO = 1.5
 
 
 def segment_bounds(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
@@ -62,6 +66,18 @@ def _eager_function(module: torch.nn.Module) -> Callable:
     return function
 
 
+def length_buckets(segments: list[tuple[int, int, int]]) -> list[list[tuple[int, int, int]]]:
+    """Segments ``(row, start, length)``, longest first, grouped so that within a group the longest
+    is at most ``BUCKET_RATIO`` times the shortest (bounding the attention a group pads)."""
+    buckets: list[list[tuple[int, int, int]]] = []
+    for segment in sorted(segments, key=lambda s: (-s[2], s[0], s[1])):
+        if buckets and segment[2] * BUCKET_RATIO >= buckets[-1][0][2]:
+            buckets[-1].append(segment)
+        else:
+            buckets.append([segment])
+    return buckets
+
+
 def _varlen(base: str) -> Callable:
     def attention(
         module: torch.nn.Module,
@@ -79,28 +95,39 @@ def _varlen(base: str) -> Callable:
                 f"{VARLEN_PREFIX}{base} attention is for packed training rows (position ids, no padding "
                 "mask, no KV cache); this model was switched to it outside packed training"
             )
-        position_ids = position_ids.expand(query.shape[0], -1)
+        batch, heads, length, head_dim = query.shape
+        segments = [
+            (row, start, end - start)
+            for row, bounds in enumerate(segment_bounds(position_ids.expand(batch, -1)))
+            for start, end in bounds
+        ]
         eager = _eager_function(module) if base == "eager" else None
-        rows = []
-        for row, bounds in enumerate(segment_bounds(position_ids)):
-            parts = []
-            for start, end in bounds:
-                q, k, v = (t[row : row + 1, :, start:end] for t in (query, key, value))
-                length = end - start
-                window = sliding_window if sliding_window is not None and length > sliding_window else None
-                if eager is not None:
-                    allowed = _causal_mask(length, sliding_window, q.device)
-                    additive = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
-                    additive.masked_fill_(~allowed, torch.finfo(q.dtype).min)
-                    out, _ = eager(module, q, k, v, additive, sliding_window=sliding_window, **kwargs)
-                elif window is not None:
-                    mask = _causal_mask(length, window, q.device)
-                    out, _ = sdpa_attention_forward(module, q, k, v, mask, is_causal=False, **kwargs)
-                else:
-                    out, _ = sdpa_attention_forward(module, q, k, v, None, is_causal=True, **kwargs)
-                parts.append(out)
-            rows.append(torch.cat(parts, dim=1))
-        return torch.cat(rows, dim=0), None
+        row_index, position_index, outputs = [], [], []
+        for bucket in length_buckets(segments):
+            # The bucket's samples, right-padded to its longest, as a batch of their own. Causal
+            # attention never lets a real token see the padding after it, so no key mask is needed.
+            rows, starts, lengths = (torch.tensor(column, device=query.device) for column in zip(*bucket, strict=True))
+            width = int(lengths.max())
+            offsets = torch.arange(width, device=query.device)
+            positions = starts[:, None] + torch.minimum(offsets[None, :], lengths[:, None] - 1)
+            q, k, v = (t[rows[:, None], :, positions].transpose(1, 2) for t in (query, key, value))
+            window = sliding_window if sliding_window is not None and width > sliding_window else None
+            if eager is not None:
+                additive = torch.zeros((1, 1, width, width), dtype=q.dtype, device=q.device)
+                additive.masked_fill_(~_causal_mask(width, window, q.device), torch.finfo(q.dtype).min)
+                out, _ = eager(module, q, k, v, additive, sliding_window=sliding_window, **kwargs)
+            elif window is not None:
+                out, _ = sdpa_attention_forward(module, q, k, v, _causal_mask(width, window, q.device),
+                                                is_causal=False, **kwargs)  # fmt: skip
+            else:
+                out, _ = sdpa_attention_forward(module, q, k, v, None, is_causal=True, **kwargs)
+            valid = offsets[None, :] < lengths[:, None]  # out: (samples, width, heads, head_dim)
+            row_index.append(rows[:, None].expand_as(positions)[valid])
+            position_index.append(positions[valid])
+            outputs.append(out[valid])
+        result = query.new_zeros((batch, length, heads, head_dim))
+        index = (torch.cat(row_index), torch.cat(position_index))
+        return result.index_put(index, torch.cat(outputs)), None
 
     attention.__name__ = f"{VARLEN_PREFIX}{base}_attention_forward"
     return attention

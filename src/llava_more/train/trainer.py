@@ -50,8 +50,8 @@ logger = logging.getLogger("llava_more.train")
 
 INTERRUPTED_MARKER = "INTERRUPTED"
 STAGE1_TEMPLATE = "plain"
-# Fields that do not change what is trained: a checkpoint written with other values still resumes.
 ONE_ROW = 1 << 40  # a packed-row budget no micro-batch reaches
+# Fields that do not change what is trained: a checkpoint written with other values still resumes.
 RUN_ONLY_FIELDS = ("num_workers", "keep_checkpoints", "logging_steps", "save_every_steps")
 
 
@@ -265,10 +265,10 @@ def make_collator(cfg: TrainConfig, pad_token_id: int, placeholder: dict) -> Lla
 
 def token_budget_batches(cfg: TrainConfig, lengths: list[int], world_size: int, rank: int) -> TokenBudgetBatches:
     """The run's token-budget micro-batches, sized over every epoch the run can reach."""
-    steps_per_epoch = -(-len(lengths) // cfg.global_batch)
+    steps_per_epoch = math.ceil(len(lengths) / cfg.global_batch)
     epochs = math.ceil(cfg.epochs)
     if cfg.max_steps:
-        epochs = max(epochs, -(-cfg.max_steps // steps_per_epoch))
+        epochs = max(epochs, math.ceil(cfg.max_steps / steps_per_epoch))
     return TokenBudgetBatches(
         lengths,
         seed=cfg.seed,
@@ -360,7 +360,8 @@ def train_stage(
         if is_main:
             work_dir.mkdir(parents=True, exist_ok=True)
             (work_dir / INTERRUPTED_MARKER).unlink(missing_ok=True)
-            logger.info("stage %d: %s", stage, split.describe(cfg.global_batch, world_size))
+            if not cfg.micro_tokens:  # with a token budget, the split is known once the data is scanned
+                logger.info("stage %d: %s", stage, split.describe(cfg.global_batch, world_size))
 
         bundle = load_bundle(init_dir, device="cpu", dtype=torch.float32)
         model = build_model(stage, cfg, bundle)
@@ -386,15 +387,17 @@ def train_stage(
         token_batches = None
         if cfg.micro_tokens:
             token_batches = token_budget_batches(cfg, dataset.lengths, world_size, args.process_index)
-            split = BatchSplit(-(-cfg.global_batch // (world_size * token_batches.grad_accum)), token_batches.grad_accum)
+            accumulation = token_batches.grad_accum
             # Accumulation is fixed by the data: the arguments are rebuilt so that DeepSpeed's
-            # configuration (filled from them) agrees with what the trainer does.
-            args = training_arguments(cfg, work_dir, split)
+            # configuration (filled from them) agrees with what the trainer does. The per-device
+            # batch there is nominal; the token budget decides each micro-batch's samples.
+            nominal = math.ceil(cfg.global_batch / (world_size * accumulation))
+            args = training_arguments(cfg, work_dir, BatchSplit(nominal, accumulation))
             if is_main:
                 logger.info(
-                    "stage %d: token budget %d per micro-batch: %d micro-batch(es) per device and step, "
-                    "%.1f samples each on average", stage, cfg.micro_tokens, split.grad_accum,
-                    cfg.global_batch / (world_size * split.grad_accum),
+                    "stage %d: global batch %d = %d micro-batch(es) per step x %d device(s), each within "
+                    "the token budget of %d (%.1f samples on average)", stage, cfg.global_batch, accumulation,
+                    world_size, cfg.micro_tokens, cfg.global_batch / (world_size * accumulation),
                 )  # fmt: skip
         if is_main:
             logger.info("%d training samples (%s, template %s)", len(dataset), data_json, template)
