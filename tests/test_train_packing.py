@@ -14,6 +14,7 @@ import torch
 from llava_more.errors import ConfigError, TrainingInterrupted
 from llava_more.model import build_llava, load_bundle
 from llava_more.model.varlen_attention import (
+    BUCKET_RATIO,
     length_buckets,
     restore_attention,
     segment_bounds,
@@ -116,8 +117,8 @@ def test_segment_bounds_split_rows_where_positions_restart():
     segments = [(0, 0, 3), (0, 3, 2), (0, 5, 4), (1, 0, 6), (1, 6, 3), (1, 9, 10)]
     buckets = length_buckets(segments)
     assert sorted(s for b in buckets for s in b) == sorted(segments)
-    assert all(max(s[2] for s in b) <= 1.5 * min(s[2] for s in b) for b in buckets)
-    assert [[s[2] for s in b] for b in buckets] == [[10], [6, 4], [3, 3, 2]]
+    assert all(max(s[2] for s in b) <= BUCKET_RATIO * min(s[2] for s in b) for b in buckets)
+    assert BUCKET_RATIO == 1.3 and [[s[2] for s in b] for b in buckets] == [[10], [6], [4], [3, 3], [2]]
 
 
 @pytest.mark.parametrize("window", [None, 3])

@@ -33,7 +33,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, flash_atten
 
 VARLEN_PREFIX = "varlen_"
 BASES = ("sdpa", "eager")
-BUCKET_RATIO = 1.5
+BUCKET_RATIO = 1.3
 
 
 def segment_bounds(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
