@@ -100,12 +100,20 @@ def bundle_weights(bundle_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def write_params(folder: Path, **overrides) -> Path:
-    """A params.yaml whose ``test`` protocol is the demo one with ``overrides`` on both stages."""
+    """A params.yaml whose ``test`` protocol is the demo one (required keys only) with ``overrides``
+    on both stages."""
     import yaml
+
+    from llava_more.config.schema import StageProtocol
 
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     stages = params["protocols"]["demo"]
-    params["protocols"]["test"] = {name: {**stage, **overrides} for name, stage in stages.items()}
+    # Only the demo's required keys: an optional one it sets (packing, say) would silently make the
+    # CLI run differ from an in-process TrainConfig(**overrides) reference.
+    params["protocols"]["test"] = {
+        name: {**{k: v for k, v in stage.items() if k not in StageProtocol.OPTIONAL}, **overrides}
+        for name, stage in stages.items()
+    }
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
