@@ -193,8 +193,17 @@ def test_requeued_job_resumes(slurm_cluster, tmp_path):  # noqa: F811
         slurm("scontrol", "update", f"JobId={job_id}", "StartTime=now")
 
     first_job, second_job = assert_resumed_once(train_with_interruption(tmp_path, requeue))
-    assert first_job == second_job, "requeued in place, not resubmitted as a new job"
-    assert "Restarts=1" in slurm("scontrol", "show", "job", first_job)
+    if first_job == second_job:  # the usual path: SLURM restarted the same job
+        assert "Restarts=1" in slurm("scontrol", "show", "job", first_job)
+        return
+    # A race, seen once in about four runs: the trainer exits (75) on the requeue's SIGTERM, and the
+    # executor's one-second status poll can read that exit as FAILED before SLURM marks the job
+    # requeued; Snakemake's retry then submits a new job, which resumed above, while SLURM may still
+    # hold the requeued original (profiles/slurm/README.md, "known race"). Cancel that one, as the
+    # README tells users to, and check that it had not run beside the resubmission.
+    slurm("scancel", first_job)
+    starts = [entry for entry in events(tmp_path / "work") if entry[0] == "start"]
+    assert len(starts) == 2, f"the requeued job {first_job} ran beside its resubmission {second_job}: {starts}"
 
 
 def test_time_limit_warning_checkpoints_and_retry_resumes(slurm_cluster, tmp_path):  # noqa: F811
