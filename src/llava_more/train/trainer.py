@@ -405,7 +405,7 @@ def train_stage(
 
         collator = make_collator(cfg, bundle.tokenizer.pad_token_id, dataset.placeholder_sample())
         # Packed rows need attention that reads sample boundaries from position ids: flash-attention
-        # does; SDPA and eager get the per-sample variable-length wrapper for the whole run (gradient
+        # does; SDPA and eager get the variable-length wrapper (varlen_attention.py) for the whole run (gradient
         # checkpointing recomputes attention during backward, so a per-call switch would not do).
         replaced_attention = use_varlen_attention(bundle.model) if cfg.packing else None
         if cfg.packing and is_main:
