@@ -80,8 +80,7 @@ def main() -> None:
         if kind == "budget":
             budget = TokenBudgetBatches(dataset.lengths, seed=0, group_by_length=True,
                                         global_batch=args.global_batch, micro_tokens=size)  # fmt: skip
-            k, micro = budget.grad_accum, budget.batches(0)
-            plan = [micro[s * k : (s + 1) * k] for s in range(len(steps))]
+            plan = budget.step_batches(0)[: len(steps)]
         else:
             plan = [[step[k : k + size] for k in range(0, len(step), size)] for step in steps]
         collate = padded if kind == "" else packed

@@ -181,8 +181,7 @@ def micro_batch_plans(signed: list[int], args) -> tuple[list[list[int]], dict[st
     if args.micro_tokens:
         budget = TokenBudgetBatches(signed, seed=0, group_by_length=grouped, global_batch=args.group,
                                     micro_tokens=args.micro_tokens)  # fmt: skip
-        k, micro = budget.grad_accum, budget.batches(0)
-        plans["packed-budget"] = [micro[s * k : (s + 1) * k] for s in range(len(steps))]
+        plans["packed-budget"] = budget.step_batches(0)[: len(steps)]
     return steps, plans
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from transformers import AttentionInterface
@@ -78,6 +79,40 @@ def length_buckets(segments: list[tuple[int, int, int]]) -> list[list[tuple[int,
     return buckets
 
 
+class _Bucket(NamedTuple):
+    """Samples of similar length as a right-padded batch: where to gather them from, what is real."""
+
+    rows: torch.Tensor  # (samples,) packed row of each sample
+    positions: torch.Tensor  # (samples, width) index into the row, clamped to the sample's last token
+    valid: torch.Tensor  # (samples, width) True on real tokens
+    width: int
+
+
+_last_plan: tuple[torch.Tensor, int, list[_Bucket]] | None = None
+
+
+def packed_plan(position_ids: torch.Tensor, batch: int) -> list[_Bucket]:
+    """The buckets of a packed batch. Every attention layer of one forward (and its recomputation)
+    gets the same ``position_ids`` object, so the plan is made once and reused by the others."""
+    global _last_plan
+    if _last_plan is not None and _last_plan[0] is position_ids and _last_plan[1] == batch:
+        return _last_plan[2]
+    segments = [
+        (row, start, end - start)
+        for row, bounds in enumerate(segment_bounds(position_ids.expand(batch, -1)))
+        for start, end in bounds
+    ]
+    plan = []
+    for bucket in length_buckets(segments):
+        rows, starts, lengths = (torch.tensor(c, device=position_ids.device) for c in zip(*bucket, strict=True))
+        width = int(lengths.max())
+        offsets = torch.arange(width, device=position_ids.device)
+        positions = starts[:, None] + torch.minimum(offsets[None, :], lengths[:, None] - 1)
+        plan.append(_Bucket(rows, positions, offsets[None, :] < lengths[:, None], width))
+    _last_plan = (position_ids, batch, plan)
+    return plan
+
+
 def _varlen(base: str) -> Callable:
     def attention(
         module: torch.nn.Module,
@@ -96,21 +131,13 @@ def _varlen(base: str) -> Callable:
                 "mask, no KV cache); this model was switched to it outside packed training"
             )
         batch, heads, length, head_dim = query.shape
-        segments = [
-            (row, start, end - start)
-            for row, bounds in enumerate(segment_bounds(position_ids.expand(batch, -1)))
-            for start, end in bounds
-        ]
         eager = _eager_function(module) if base == "eager" else None
         row_index, position_index, outputs = [], [], []
-        for bucket in length_buckets(segments):
+        for bucket in packed_plan(position_ids, batch):
             # The bucket's samples, right-padded to its longest, as a batch of their own. Causal
             # attention never lets a real token see the padding after it, so no key mask is needed.
-            rows, starts, lengths = (torch.tensor(column, device=query.device) for column in zip(*bucket, strict=True))
-            width = int(lengths.max())
-            offsets = torch.arange(width, device=query.device)
-            positions = starts[:, None] + torch.minimum(offsets[None, :], lengths[:, None] - 1)
-            q, k, v = (t[rows[:, None], :, positions].transpose(1, 2) for t in (query, key, value))
+            width = bucket.width
+            q, k, v = (t[bucket.rows[:, None], :, bucket.positions].transpose(1, 2) for t in (query, key, value))
             window = sliding_window if sliding_window is not None and width > sliding_window else None
             if eager is not None:
                 additive = torch.zeros((1, 1, width, width), dtype=q.dtype, device=q.device)
@@ -121,10 +148,9 @@ def _varlen(base: str) -> Callable:
                                                 is_causal=False, **kwargs)  # fmt: skip
             else:
                 out, _ = sdpa_attention_forward(module, q, k, v, None, is_causal=True, **kwargs)
-            valid = offsets[None, :] < lengths[:, None]  # out: (samples, width, heads, head_dim)
-            row_index.append(rows[:, None].expand_as(positions)[valid])
-            position_index.append(positions[valid])
-            outputs.append(out[valid])
+            row_index.append(bucket.rows[:, None].expand_as(bucket.positions)[bucket.valid])
+            position_index.append(bucket.positions[bucket.valid])
+            outputs.append(out[bucket.valid])  # out: (samples, width, heads, head_dim)
         result = query.new_zeros((batch, length, heads, head_dim))
         index = (torch.cat(row_index), torch.cat(position_index))
         return result.index_put(index, torch.cat(outputs)), None

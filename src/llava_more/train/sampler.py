@@ -17,6 +17,7 @@ each into micro-batches of a variable number of samples, balanced by tokens and 
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterable, Iterator, Sequence
 
 import torch
@@ -123,7 +124,7 @@ class TokenBudgetBatches(BatchRebalanceSampler):
         self.global_batch = global_batch
         self.micro_tokens = micro_tokens
         self.world_size = world_size
-        self._cached: tuple[int, list[list[int]]] | None = None
+        self._cached: tuple[int, list[list[list[int]]]] | None = None
         grad_accum = self.accumulation_for_budget(range(max(1, epochs)))
         super().__init__(
             self.tokens, global_batch, world_size, grad_accum, shuffle=False, seed=seed, rank=rank, drop_last=False
@@ -142,7 +143,12 @@ class TokenBudgetBatches(BatchRebalanceSampler):
         """The fewest micro-batches per rank and step with which every full step fits the budget."""
         per_rank = self.global_batch // self.world_size
         full_steps = [s for e in epochs for s in self.steps(e) if len(s) == self.global_batch]
-        for parts in range(1, per_rank + 1):
+        if not full_steps:
+            return 1
+        # No split into fewer parts can fit the heaviest step: start the search there.
+        heaviest = max(sum(self.tokens[i] for i in step) for step in full_steps)
+        fewest = min(per_rank, max(1, math.ceil(heaviest / (self.micro_tokens * self.world_size))))
+        for parts in range(fewest, per_rank + 1):
             if all(self.fits(step, parts) for step in full_steps):
                 return parts
         return per_rank  # one sample per micro-batch; a sample never exceeds the budget (config check)
@@ -156,8 +162,8 @@ class TokenBudgetBatches(BatchRebalanceSampler):
         super().set_epoch(epoch)
         self.order_source.set_epoch(epoch)
 
-    def batches(self, epoch: int) -> list[list[int]]:
-        """This rank's micro-batches of ``epoch``, in training order."""
+    def step_batches(self, epoch: int) -> list[list[list[int]]]:
+        """This rank's micro-batches of ``epoch``, step by step, in training order."""
         if self._cached is not None and self._cached[0] == epoch:
             return self._cached[1]
         out = []
@@ -169,9 +175,13 @@ class TokenBudgetBatches(BatchRebalanceSampler):
                     step = step + steps[0][: self.world_size - len(step)]
                 parts = self.tail_parts(step)
             split = balanced_split(step, self.tokens, parts * self.world_size)
-            out.extend(split[slot * self.world_size + self.rank] for slot in range(parts))
+            out.append([split[slot * self.world_size + self.rank] for slot in range(parts)])
         self._cached = (epoch, out)
         return out
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """This rank's micro-batches of ``epoch``, in training order."""
+        return [micro for step in self.step_batches(epoch) for micro in step]
 
     def __iter__(self) -> Iterator[list[int]]:
         yield from self.batches(self.epoch)
