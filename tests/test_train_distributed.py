@@ -1,5 +1,5 @@
-"""Two CPU processes (torchrun, gloo) with DeepSpeed ZeRO-2 and ZeRO-3 train like one process with the
-same global batch: the same loss curve and the same final weights, within float tolerance; and a
+"""Two CPU processes (torchrun, gloo) with DeepSpeed ZeRO-2 and ZeRO-3 (the latter with the fused LM head
+and loss) train like one process with the same global batch: the same loss curve and the same final weights, within float tolerance; and a
 SIGTERM to the launcher checkpoints every rank and exits 75."""
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ def setup(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "zero, layout",
-    [("zero2", {}), ("zero3", {}), ("none", {"packing": True, "micro_tokens": 600})],
-    ids=["zero2", "zero3", "ddp-packed-token-budget"],
+    # ZeRO-3 with the fused head: the head's weight is gathered because it is still called as a module
+    [("zero2", {}), ("zero3", {"fused_loss": True}), ("none", {"packing": True, "micro_tokens": 600})],
+    ids=["zero2", "zero3-fused-loss", "ddp-packed-token-budget"],
 )
 def test_two_processes_match_one(setup, zero, layout):
     root = setup["root"] / zero
@@ -71,7 +72,8 @@ def test_two_processes_match_one(setup, zero, layout):
     )
     assert result.returncode == 0, result.stdout[-4000:]
     assert "torchrun: 1 node x 2 process(es)" in result.stdout
-    if not layout:
+    assert ("LM head and loss: fused, chunked" in result.stdout) == bool(layout.get("fused_loss"))
+    if not layout.get("packing"):
         assert "global batch 4 = 2 per device x 1 accumulation step(s) x 2 device(s)" in result.stdout
     else:  # each rank's share of a step (2 samples, about 250 tokens) fits one packed micro-batch
         budget_line = "global batch 4 = 1 micro-batch(es) per step x 2 device(s), each within the token budget of 600"

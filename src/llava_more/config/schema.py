@@ -90,8 +90,9 @@ class StageProtocol:
     packing: bool = False
     pack_tokens: int = 0
     micro_tokens: int = 0
+    fused_loss: bool = False
 
-    OPTIONAL = ("lora_r", "packing", "pack_tokens", "micro_tokens")
+    OPTIONAL = ("lora_r", "packing", "pack_tokens", "micro_tokens", "fused_loss")
 
     CHOICES = {
         "scheduler": ("cosine", "linear", "constant_with_warmup"),

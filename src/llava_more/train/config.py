@@ -41,6 +41,8 @@ class TrainConfig:
     # packed runs: micro-batches of a variable number of samples within this many tokens per device
     # (train/sampler.py TokenBudgetBatches); 0: per_device_batch samples per micro-batch
     micro_tokens: int = 0
+    # LM head and cross-entropy in one chunked pass (train/fused_loss.py): never holds the full logits
+    fused_loss: bool = False
     # Run-level knobs (not part of a protocol).
     seed: int = 0
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs, tests)

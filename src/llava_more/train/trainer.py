@@ -41,6 +41,7 @@ from llava_more.train.checkpoints import (
 from llava_more.train.config import BatchSplit, TrainConfig, split_batch
 from llava_more.train.dataset import LlavaCollator, LlavaTrainDataset
 from llava_more.train.deepspeed import deepspeed_config
+from llava_more.train.fused_loss import chunk_rows_for, restore_plain_loss, use_fused_loss
 from llava_more.train.packing import PackedCollator, training_inputs
 from llava_more.train.progress import PlainLogLines, stdout_is_terminal, tensorboard_callback
 from llava_more.train.sampler import SeededGroupedSampler, TokenBudgetBatches
@@ -410,6 +411,11 @@ def train_stage(
         replaced_attention = use_varlen_attention(bundle.model) if cfg.packing else None
         if cfg.packing and is_main:
             logger.info("packed rows; LLM attention: %s", bundle.model.config.get_text_config()._attn_implementation)
+        if cfg.fused_loss:
+            use_fused_loss(bundle.model)  # before the Trainer wraps the model (DeepSpeed hooks its modules)
+            if is_main:
+                logger.info("LM head and loss: fused, chunked (%d positions per chunk)", chunk_rows_for(
+                    bundle.model.config.get_text_config().vocab_size))
         on_signal = CheckpointOnSignal(request)
         callbacks = [
             CompleteCheckpoints(work_dir, cfg.keep_checkpoints, {"fingerprint": expected}),
@@ -444,6 +450,7 @@ def train_stage(
                 f"checkpoint saved in {work_dir}, the next start resumes from it"
             )
         restore_attention(bundle.model, replaced_attention)
+        restore_plain_loss(bundle.model)
         export_bundle(trainer, bundle, out_dir)
         if is_main:
             # The exported bundle is the result; a later rerun must train again rather than resume it.
