@@ -76,7 +76,9 @@ def test_two_processes_match_one(setup, zero, layout):
     if not layout.get("packing"):
         assert "global batch 4 = 2 per device x 1 accumulation step(s) x 2 device(s)" in result.stdout
     else:  # each rank's share of a step (2 samples, about 250 tokens) fits one packed micro-batch
-        budget_line = "global batch 4 = 1 micro-batch(es) per step x 2 device(s), each within the token budget of 600"
+        budget_line = (
+            "global batch 4 = 1 micro-batch(es) per step x 2 device(s), each within the token budget of 600"
+        )
         assert budget_line in result.stdout
         assert "LLM attention: varlen_sdpa" in result.stdout
 
@@ -91,7 +93,9 @@ def test_two_processes_match_one(setup, zero, layout):
     # Adam turns float-level gradient differences into weight differences of up to a step (about lr)
     # where a gradient is tiny: compare at a tenth of one step.
     for name in reference:
-        torch.testing.assert_close(trained[name], reference[name], rtol=1e-4, atol=RECIPE["lr"] / 10, msg=name)
+        torch.testing.assert_close(
+            trained[name], reference[name], rtol=1e-4, atol=RECIPE["lr"] / 10, msg=name
+        )
     assert os.path.isdir(work / "tensorboard")
 
 
@@ -130,4 +134,6 @@ def test_sigterm_to_the_launcher_checkpoints_all_ranks_and_resumes(setup):
     # Adam turns float-level gradient differences into weight differences of up to a step (about lr)
     # where a gradient is tiny: compare at a tenth of one step.
     for name in reference:
-        torch.testing.assert_close(trained[name], reference[name], rtol=1e-4, atol=RECIPE["lr"] / 10, msg=name)
+        torch.testing.assert_close(
+            trained[name], reference[name], rtol=1e-4, atol=RECIPE["lr"] / 10, msg=name
+        )

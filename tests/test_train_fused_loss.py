@@ -12,7 +12,12 @@ from llava_more.model.varlen_attention import restore_attention, use_varlen_atte
 from llava_more.text import IGNORE_INDEX, IMAGE_TOKEN
 from llava_more.train import TrainConfig, train_stage
 from llava_more.train.dataset import LlavaCollator
-from llava_more.train.fused_loss import FusedLossHead, linear_cross_entropy, restore_plain_loss, use_fused_loss
+from llava_more.train.fused_loss import (
+    FusedLossHead,
+    linear_cross_entropy,
+    restore_plain_loss,
+    use_fused_loss,
+)
 from llava_more.train.packing import PackedCollator
 from tests.test_train_data import train_set
 from tests.test_train_helpers import bundle_weights, make_bundle, make_dataset
@@ -43,7 +48,13 @@ def test_chunked_loss_and_gradients_equal_the_plain_ones(softcap, with_bias, num
     expected_grads = torch.autograd.grad(expected * 1.7, leaves)
     for chunk_rows in (3, 10, 64):  # several chunks with a short last one, exactly one, one partial
         loss = linear_cross_entropy(
-            hidden, weight, bias, targets, softcap=softcap, num_items_in_batch=num_items, chunk_rows=chunk_rows
+            hidden,
+            weight,
+            bias,
+            targets,
+            softcap=softcap,
+            num_items_in_batch=num_items,
+            chunk_rows=chunk_rows,
         )
         torch.testing.assert_close(loss, expected.float())
         for got, want in zip(torch.autograd.grad(loss * 1.7, leaves), expected_grads, strict=True):
@@ -120,7 +131,15 @@ def test_a_fused_loss_stage_trains_to_the_plain_weights_and_exports_a_plain_mode
     for fused in (False, True):
         outs[fused] = tmp_path / f"out-{fused}"
         with caplog.at_level("INFO", logger="llava_more"):
-            train_stage(2, init, data, data.parent, outs[fused], tmp_path / f"work-{fused}", cfg.replace(fused_loss=fused))
+            train_stage(
+                2,
+                init,
+                data,
+                data.parent,
+                outs[fused],
+                tmp_path / f"work-{fused}",
+                cfg.replace(fused_loss=fused),
+            )
         assert ("LM head and loss: fused, chunked" in caplog.text) == fused
         caplog.clear()
     plain, fused = bundle_weights(outs[False]), bundle_weights(outs[True])

@@ -161,7 +161,12 @@ class FusedLossHead(nn.Linear):
         if targets is None:
             return super().forward(hidden)
         return linear_cross_entropy(
-            hidden, self.weight, self.bias, targets, softcap=self.softcap, num_items_in_batch=num_items_in_batch
+            hidden,
+            self.weight,
+            self.bias,
+            targets,
+            softcap=self.softcap,
+            num_items_in_batch=num_items_in_batch,
         )
 
 
@@ -179,7 +184,9 @@ def _fused_loss_forward(
     hidden = slice_logits_to_keep(outputs[0], logits_to_keep)
     targets = labels if shift_labels is None else shift_labels
     loss = self.lm_head(hidden, targets=targets, num_items_in_batch=num_items_in_batch)
-    return LlavaCausalLMOutputWithPast(loss=loss, logits=None, image_hidden_states=outputs.image_hidden_states)
+    return LlavaCausalLMOutputWithPast(
+        loss=loss, logits=None, image_hidden_states=outputs.image_hidden_states
+    )
 
 
 def use_fused_loss(model: nn.Module) -> None:

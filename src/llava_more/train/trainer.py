@@ -264,7 +264,9 @@ def make_collator(cfg: TrainConfig, pad_token_id: int, placeholder: dict) -> Lla
     return LlavaCollator(pad_token_id=pad_token_id, placeholder=placeholder)
 
 
-def token_budget_batches(cfg: TrainConfig, lengths: list[int], world_size: int, rank: int) -> TokenBudgetBatches:
+def token_budget_batches(
+    cfg: TrainConfig, lengths: list[int], world_size: int, rank: int
+) -> TokenBudgetBatches:
     """The run's token-budget micro-batches, sized over every epoch the run can reach."""
     steps_per_epoch = math.ceil(len(lengths) / cfg.global_batch)
     epochs = math.ceil(cfg.epochs)
@@ -410,12 +412,16 @@ def train_stage(
         # checkpointing recomputes attention during backward, so a per-call switch would not do).
         replaced_attention = use_varlen_attention(bundle.model) if cfg.packing else None
         if cfg.packing and is_main:
-            logger.info("packed rows; LLM attention: %s", bundle.model.config.get_text_config()._attn_implementation)
+            logger.info(
+                "packed rows; LLM attention: %s", bundle.model.config.get_text_config()._attn_implementation
+            )
         if cfg.fused_loss:
             use_fused_loss(bundle.model)  # before the Trainer wraps the model (DeepSpeed hooks its modules)
             if is_main:
-                logger.info("LM head and loss: fused, chunked (%d positions per chunk)", chunk_rows_for(
-                    bundle.model.config.get_text_config().vocab_size))
+                logger.info(
+                    "LM head and loss: fused, chunked (%d positions per chunk)",
+                    chunk_rows_for(bundle.model.config.get_text_config().vocab_size),
+                )
         on_signal = CheckpointOnSignal(request)
         callbacks = [
             CompleteCheckpoints(work_dir, cfg.keep_checkpoints, {"fingerprint": expected}),
