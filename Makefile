@@ -10,7 +10,15 @@ CORES ?= 2
 
 install: $(VENV)/.installed
 
+# The pinned stack takes about 7.3 GiB (torchvision pins a torch build that carries CUDA libraries).
+NEED_GIB ?= 8
+
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
+	@free_kib=$$(df -Pk "$$(dirname $(VENV))" | awk 'NR == 2 {print $$4}'); \
+	if [ "$$free_kib" -lt $$(( $(NEED_GIB) * 1024 * 1024 )) ]; then \
+		echo "make install: $$(( free_kib / 1024 / 1024 )) GiB free on this disk, the pinned stack needs about $(NEED_GIB) GiB: free some space (or install elsewhere with VENV=/path) and run make again" >&2; \
+		exit 1; \
+	fi
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c $(CONSTRAINTS) torch torchvision

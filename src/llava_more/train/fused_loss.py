@@ -69,8 +69,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             picked_targets = torch.where(valid, chunk_targets, 0)[:, None]
             logits = nn.functional.linear(rows, weight, bias).float()
             capped = None
-            if softcap is not None:
-                capped = torch.tanh(logits / softcap)
+            if softcap is not None:  # in place: a chunk holds at most two vocabulary-wide buffers
+                capped = logits.div_(softcap).tanh_()
                 logits = capped * softcap
             log_norm = torch.logsumexp(logits, dim=-1)
             picked = logits.gather(1, picked_targets)[:, 0]
@@ -81,8 +81,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_logits = logits.sub_(log_norm[:, None]).exp_()
             grad_logits.scatter_add_(1, picked_targets, torch.full_like(picked[:, None], -1.0))
             grad_logits.mul_(valid[:, None])
-            if capped is not None:
-                grad_logits.mul_(1 - capped * capped)
+            if capped is not None:  # d tanh = 1 - tanh^2
+                grad_logits.mul_(capped.square_().neg_().add_(1))
             # The plain path casts the logits' gradient back to the head's dtype before its matmuls.
             grad_logits = grad_logits.to(weight.dtype)
             if grad_hidden is not None:
@@ -100,18 +100,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx: Any, grad_loss: torch.Tensor):  # type: ignore[override]
         (divisor,) = ctx.saved_tensors
         scale = grad_loss / divisor
+        if ctx.grads is None:
+            raise RuntimeError(
+                "fused loss: a second backward through one forward (its gradients are used up)"
+            )
         grad_hidden, grad_weight, grad_bias = ctx.grads
-        ctx.grads = None
-        return (
-            None if grad_hidden is None else grad_hidden * scale.to(grad_hidden.dtype),
-            None if grad_weight is None else grad_weight * scale.to(grad_weight.dtype),
-            None if grad_bias is None else (grad_bias * scale).to(ctx.bias_dtype),
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
+        ctx.grads = None  # scaled in place and handed over, so that no second copy is ever held
+        if grad_hidden is not None:
+            grad_hidden.mul_(scale.to(grad_hidden.dtype))
+        if grad_weight is not None:
+            grad_weight.mul_(scale.to(grad_weight.dtype))
+        if grad_bias is not None:
+            grad_bias = (grad_bias * scale).to(ctx.bias_dtype)
+        return grad_hidden, grad_weight, grad_bias, None, None, None, None, None
 
 
 def linear_cross_entropy(
