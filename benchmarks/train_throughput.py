@@ -16,7 +16,10 @@ are timed whole. Batchings of ``--per-device`` samples per micro-batch:
 - ``packed``: the same rows through ``model/varlen_attention.py`` (what ``LlavaTrainer`` uses for
   packed runs unless the model runs flash-attention, which reads packed rows itself);
 and, with ``--micro-tokens``, ``packed-budget``: the same steps split into micro-batches of a
-variable number of samples within that many tokens (``TokenBudgetBatches``), packed as above.
+variable number of samples within that many tokens (``TokenBudgetBatches``), packed as above; with
+``--fused-loss``, ``packed-fused`` (and ``packed-budget-fused``): the same as ``packed``
+(``packed-budget``) with the LM head and loss fused in chunks (``train/fused_loss.py``). On a GPU each
+batching also reports its peak allocated memory.
 
 Samples are synthetic token sequences with the length distribution of ``--lengths``:
 - ``665k``: a model of LLaVA-665K's stage-2 mix built from its published composition (the sources
@@ -45,6 +48,7 @@ from llava_more.model import build_llava, freeze_for_stage, get_llm, get_vision
 from llava_more.model.varlen_attention import restore_attention, use_varlen_attention
 from llava_more.text import IGNORE_INDEX
 from llava_more.train.dataset import LlavaCollator
+from llava_more.train.fused_loss import restore_plain_loss, use_fused_loss
 from llava_more.train.packing import PackedCollator, packed_slots, padded_slots, training_inputs
 from llava_more.train.sampler import SeededGroupedSampler, TokenBudgetBatches
 
@@ -182,6 +186,8 @@ def micro_batch_plans(signed: list[int], args) -> tuple[list[list[int]], dict[st
         budget = TokenBudgetBatches(signed, seed=0, group_by_length=grouped, global_batch=args.group,
                                     micro_tokens=args.micro_tokens)  # fmt: skip
         plans["packed-budget"] = budget.step_batches(0)[: len(steps)]
+    if args.fused_loss:
+        plans.update({f"{name}-fused": plans[name] for name in ("packed", "packed-budget") if name in plans})
     return steps, plans
 
 
@@ -227,6 +233,7 @@ def main() -> None:
     ap.add_argument("--padding-only", action="store_true",
                     help="only the padding fractions over a whole epoch of --samples samples (no model)")
     ap.add_argument("--samples", type=int, default=20_000, help="--padding-only: samples drawn")
+    ap.add_argument("--fused-loss", action="store_true", help="also run the packed batchings with the fused loss")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
 
@@ -271,12 +278,18 @@ def main() -> None:
         "packed": PackedCollator(PAD_ID, row_tokens),
         "packed-budget": PackedCollator(PAD_ID, row_tokens),
     }
+    collators.update({f"{name}-fused": collators[name] for name in ("packed", "packed-budget")})
     peak = matmul_peak(device, dtype)
     results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "args": vars(args),
                "matmul_peak_tflops": round(peak / 1e12, 3), "batchings": {}}  # fmt: skip
     for name, plan in plans.items():
         collate = collators[name]
-        replaced = use_varlen_attention(model) if name in ("packed", "packed-budget") else None
+        varlen = name.startswith("packed") and name != "packed-mask"
+        replaced = use_varlen_attention(model) if varlen else None
+        if name.endswith("-fused"):
+            use_fused_loss(model)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         times, n_samples, n_tokens, flops, used = [], 0, 0, 0.0, 0
         for index, micro_batches in enumerate(plan[: len(steps)]):
             step_ids = [i for mb in micro_batches for i in mb]
@@ -303,6 +316,7 @@ def main() -> None:
                 flops += step_flops(model, args.stage, [lengths[i] for i in step_ids], image_tokens)
                 used += sum(slots(name, [lengths[i][0] for i in mb], row_tokens) for mb in micro_batches)
         restore_attention(model, replaced)
+        restore_plain_loss(model)
         seconds = sum(times)
         results["batchings"][name] = {
             "samples_per_s": round(n_samples / seconds, 3),
@@ -312,6 +326,8 @@ def main() -> None:
             "mfu": round(flops / seconds / peak, 4),
             "median_step_s": round(statistics.median(times), 4),
         }
+        if device.type == "cuda":
+            results["batchings"][name]["peak_memory_GiB"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     base = results["batchings"]["padded-full"]["samples_per_s"]
     for entry in results["batchings"].values():
         entry["speedup"] = round(entry["samples_per_s"] / base, 3)

@@ -19,6 +19,7 @@ from llava_more.train.fused_loss import (
     use_fused_loss,
 )
 from llava_more.train.packing import PackedCollator
+from llava_more.train.trainer import fingerprint
 from tests.test_train_data import train_set
 from tests.test_train_helpers import bundle_weights, make_bundle, make_dataset
 from tests.test_train_packing import loss_and_grads
@@ -149,3 +150,12 @@ def test_a_fused_loss_stage_trains_to_the_plain_weights_and_exports_a_plain_mode
         torch.testing.assert_close(fused[name], plain[name], rtol=1e-4, atol=cfg.lr / 10, msg=name)
     exported = load_bundle(outs[True]).model
     assert type(exported.lm_head) is nn.Linear and "forward" not in exported.__dict__
+
+
+def test_switching_the_fused_loss_on_keeps_a_checkpoint_resumable(tmp_path):
+    init = make_bundle(tmp_path)
+    data = make_dataset(tmp_path / "instruct", n_images=2, n_text=1)
+    cfg = TrainConfig(max_length=512)
+    plain = fingerprint(2, cfg, data, init)
+    assert fingerprint(2, cfg.replace(fused_loss=True), data, init) == plain
+    assert fingerprint(2, cfg.replace(max_length=256), data, init) != plain
