@@ -12,8 +12,13 @@ import logging
 import signal
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llava_more.errors import ConfigError, TrainingInterrupted
+
+if TYPE_CHECKING:
+    from llava_more.train.config import TrainConfig
+    from llava_more.train.launch import LaunchPlan
 
 logger = logging.getLogger("llava_more.train")
 
@@ -73,7 +78,7 @@ def _train(args: argparse.Namespace) -> int:
     import os
 
     from llava_more.train.launch import plan_launch, visible_accelerators
-    from llava_more.train.trainer import INTERRUPTED_MARKER, train_stage
+    from llava_more.train.work_lock import exclusive_work_dir
 
     cfg = load_config(args)
     plan = plan_launch(
@@ -83,6 +88,19 @@ def _train(args: argparse.Namespace) -> int:
         needs_process_group=cfg.deepspeed != "none",
         nproc_per_node=args.nproc_per_node,
     )
+    if plan.mode == "worker" or (plan.mode == "torchrun" and plan.nnodes > 1):
+        # started by torchrun, or one node's torchrun under srun: the job's outermost process holds the lock
+        return _run_stage(args, cfg, plan)
+    with exclusive_work_dir(args.work_dir) as waited:
+        if waited and Path(args.out).exists():
+            logger.info("%s was written by the run this one waited for; nothing left to do", args.out)
+            return 0
+        return _run_stage(args, cfg, plan)
+
+
+def _run_stage(args: argparse.Namespace, cfg: TrainConfig, plan: LaunchPlan) -> int:
+    from llava_more.train.trainer import INTERRUPTED_MARKER, train_stage
+
     if plan.command is None:
         train_stage(args.stage, args.init, args.data, args.image_root, args.out, args.work_dir, cfg)
         return 0
