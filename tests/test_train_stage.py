@@ -100,8 +100,10 @@ def test_stage2_trains_llm_and_projector_and_the_loss_goes_down(setup):
     assert last_epoch < 0.8 * first_epoch, losses
 
 
-def test_stage2_lora_is_merged_into_the_exported_model(setup):
-    out, _ = run(setup, 2, STAGE2.replace(lora_r=4, max_steps=2), "lora", "instruct")
+@pytest.mark.parametrize("fused_loss", [False, True])  # the fused head under peft's wrapper too
+def test_stage2_lora_is_merged_into_the_exported_model(setup, fused_loss):
+    cfg = STAGE2.replace(lora_r=4, max_steps=2, fused_loss=fused_loss)
+    out, _ = run(setup, 2, cfg, f"lora-{fused_loss}", "instruct")
     before, after = bundle_weights(setup["init"]), bundle_weights(out)
     assert before.keys() == after.keys(), "a plain model: no adapter or peft wrapper weights"
     changed = {name for name in before if not torch.equal(before[name], after[name])}
