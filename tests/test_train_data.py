@@ -7,17 +7,11 @@ import torch
 from PIL import Image
 
 from llava_more.data import LlavaJsonDataset
-from llava_more.model import load_bundle
 from llava_more.model.preprocess import expand_to_square
 from llava_more.text import IGNORE_INDEX, IMAGE_TOKEN
 from llava_more.train.dataset import LlavaCollator, LlavaTrainDataset
 from llava_more.train.sampler import SeededGroupedSampler
-from tests.test_train_helpers import make_bundle, make_dataset
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return load_bundle(make_bundle(tmp_path_factory.mktemp("bundle")))
+from tests.test_train_helpers import make_dataset
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from llava_more.train.fused_loss import (
 )
 from llava_more.train.packing import PackedCollator
 from llava_more.train.trainer import fingerprint
-from tests.test_train_data import train_set
 from tests.test_train_helpers import bundle_weights, make_bundle, make_dataset
 from tests.test_train_packing import loss_and_grads
 
@@ -75,16 +74,6 @@ def test_a_frozen_head_gets_no_gradient_and_no_grad_mode_computes_none():
         value = linear_cross_entropy(hidden, weight, None, targets)
     assert not value.requires_grad
     torch.testing.assert_close(value, expected.detach())
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return load_bundle(make_bundle(tmp_path_factory.mktemp("bundle")))
-
-
-@pytest.fixture(scope="module")
-def dataset(bundle, tmp_path_factory):
-    return train_set(bundle, make_dataset(tmp_path_factory.mktemp("data"), n_images=6, n_text=3))
 
 
 # Gemma-2 brings soft-capping and a head tied to the embeddings, Phi-2 a head with a bias.

@@ -26,18 +26,7 @@ from llava_more.train.checkpoints import COMPLETE_MARKER
 from llava_more.train.dataset import LlavaCollator
 from llava_more.train.packing import PackedCollator, pack_rows, packed_slots, padded_slots, training_inputs
 from llava_more.train.sampler import SeededGroupedSampler, TokenBudgetBatches, balanced_split
-from tests.test_train_data import train_set
 from tests.test_train_helpers import bundle_weights, make_bundle, make_dataset
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return load_bundle(make_bundle(tmp_path_factory.mktemp("bundle")))
-
-
-@pytest.fixture(scope="module")
-def dataset(bundle, tmp_path_factory):
-    return train_set(bundle, make_dataset(tmp_path_factory.mktemp("data"), n_images=6, n_text=3))
 
 
 def test_rows_hold_every_sample_once_within_the_budget():
