@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from llava_more.model import build_llava, load_bundle
+from llava_more.model import load_bundle
 from llava_more.model.freezing import freeze_for_stage
 from llava_more.model.varlen_attention import restore_attention, use_varlen_attention
-from llava_more.text import IGNORE_INDEX, IMAGE_TOKEN
+from llava_more.text import IGNORE_INDEX
 from llava_more.train import TrainConfig, train_stage
 from llava_more.train.dataset import LlavaCollator
 from llava_more.train.fused_loss import (
@@ -20,7 +20,7 @@ from llava_more.train.fused_loss import (
 )
 from llava_more.train.packing import PackedCollator
 from llava_more.train.trainer import fingerprint
-from tests.test_train_helpers import bundle_weights, make_bundle, make_dataset
+from tests.test_train_helpers import bundle_weights, make_bundle, make_dataset, tiny_llava_for
 from tests.test_train_packing import loss_and_grads
 
 
@@ -82,8 +82,7 @@ def test_a_frozen_head_gets_no_gradient_and_no_grad_mode_computes_none():
 def test_fused_training_forward_gives_the_plain_loss_and_gradients(bundle, dataset, llm, stage):
     torch.manual_seed(0)
     tok = bundle.tokenizer
-    model = build_llava(llm, "clip-l-336", size="tiny", vocab_size=len(tok),
-                        image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN), pad_token_id=tok.pad_token_id)  # fmt: skip
+    model = tiny_llava_for(bundle, llm)
     model.float().eval()  # Phi-2's residual dropout would draw different masks for each layout
     freeze_for_stage(model, stage)
     features = [dataset[i] for i in range(len(dataset))]

@@ -92,6 +92,14 @@ def make_dataset(folder: Path, n_images: int, n_text: int = 0) -> Path:
     return path
 
 
+def tiny_llava_for(bundle, llm: str, vision: str = "clip-l-336"):
+    """A fresh tiny LLaVA (fp32) of ``llm`` x ``vision`` that takes ``bundle``'s tokenizer and samples."""
+    tok = bundle.tokenizer
+    model = build_llava(llm, vision, size="tiny", vocab_size=len(tok),
+                        image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN), pad_token_id=tok.pad_token_id)  # fmt: skip
+    return model.float()
+
+
 def bundle_weights(bundle_dir: Path) -> dict[str, torch.Tensor]:
     weights: dict[str, torch.Tensor] = {}
     for shard in sorted(Path(bundle_dir).glob("*.safetensors")):

@@ -26,7 +26,7 @@ from llava_more.train.checkpoints import COMPLETE_MARKER
 from llava_more.train.dataset import LlavaCollator
 from llava_more.train.packing import PackedCollator, pack_rows, packed_slots, padded_slots, training_inputs
 from llava_more.train.sampler import SeededGroupedSampler, TokenBudgetBatches, balanced_split
-from tests.test_train_helpers import bundle_weights, make_bundle, make_dataset
+from tests.test_train_helpers import bundle_weights, make_bundle, make_dataset, tiny_llava_for
 
 
 def test_rows_hold_every_sample_once_within_the_budget():
@@ -75,8 +75,7 @@ def loss_and_grads(model, batch, sparse: bool):
 def test_packed_sparse_loss_and_gradients_equal_the_padded_ones(bundle, dataset, llm, row_tokens):
     torch.manual_seed(0)
     tok = bundle.tokenizer
-    model = build_llava(llm, "clip-l-336", size="tiny", vocab_size=len(tok),
-                        image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN), pad_token_id=tok.pad_token_id)  # fmt: skip
+    model = tiny_llava_for(bundle, llm)
     model.float().train()
     features = [dataset[i] for i in range(len(dataset))]
     padded = LlavaCollator(pad_token_id=tok.pad_token_id)(features)
