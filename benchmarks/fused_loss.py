@@ -22,7 +22,9 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -106,9 +108,6 @@ def main() -> None:
     if args.path:
         print(json.dumps(worker(args)))
         return
-
-    import tempfile
-    from pathlib import Path
 
     results, grads = {}, {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -52,15 +52,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
         softcap: float | None,
         divisor: torch.Tensor,
         chunk_rows: int,
-        want_grads: bool,
+        grad_enabled: bool,
     ) -> torch.Tensor:
-        grad_hidden = torch.empty_like(hidden) if want_grads and hidden.requires_grad else None
-        grad_weight = torch.zeros_like(weight) if want_grads and weight.requires_grad else None
+        # Gradients only for the inputs that take one, and none at all under torch.no_grad().
+        grad_hidden = torch.empty_like(hidden) if grad_enabled and hidden.requires_grad else None
+        grad_weight = torch.zeros_like(weight) if grad_enabled and weight.requires_grad else None
         grad_bias = (
             torch.zeros_like(bias, dtype=torch.float32)
-            if want_grads and bias is not None and bias.requires_grad
+            if grad_enabled and bias is not None and bias.requires_grad
             else None
         )
+        any_grads = any(g is not None for g in (grad_hidden, grad_weight, grad_bias))
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.shape[0], chunk_rows):
             rows = hidden[start : start + chunk_rows]
@@ -75,7 +77,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             log_norm = torch.logsumexp(logits, dim=-1)
             picked = logits.gather(1, picked_targets)[:, 0]
             total += torch.where(valid, log_norm - picked, 0.0).sum()
-            if grad_hidden is None and grad_weight is None and grad_bias is None:
+            if not any_grads:
                 continue
             # d loss / d logits = softmax - one_hot(target), zero on ignored positions; reuses the buffer.
             grad_logits = logits.sub_(log_norm[:, None]).exp_()
@@ -98,12 +100,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_loss: torch.Tensor):  # type: ignore[override]
-        (divisor,) = ctx.saved_tensors
-        scale = grad_loss / divisor
         if ctx.grads is None:
             raise RuntimeError(
                 "fused loss: a second backward through one forward (its gradients are used up)"
             )
+        (divisor,) = ctx.saved_tensors
+        scale = grad_loss / divisor
         grad_hidden, grad_weight, grad_bias = ctx.grads
         ctx.grads = None  # scaled in place and handed over, so that no second copy is ever held
         if grad_hidden is not None:
@@ -137,11 +139,11 @@ def linear_cross_entropy(
         divisor = (targets != IGNORE_INDEX).sum().clamp(min=1).float()
     else:
         divisor = torch.as_tensor(num_items_in_batch, device=hidden.device).float()
-    want_grads = torch.is_grad_enabled() and (
-        hidden.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
-    )
     rows = chunk_rows or chunk_rows_for(weight.shape[0])
-    return _LinearCrossEntropy.apply(hidden, weight, bias, targets, softcap, divisor, rows, want_grads)
+    # Inside Function.forward grad mode is always off, so whether it was on is passed in.
+    return _LinearCrossEntropy.apply(
+        hidden, weight, bias, targets, softcap, divisor, rows, torch.is_grad_enabled()
+    )
 
 
 class FusedLossHead(nn.Linear):

@@ -52,9 +52,8 @@ logger = logging.getLogger("llava_more.train")
 INTERRUPTED_MARKER = "INTERRUPTED"
 STAGE1_TEMPLATE = "plain"
 ONE_ROW = 1 << 40  # a packed-row budget no micro-batch reaches
-# Fields that do not change what is trained: a checkpoint written with other values still resumes.
-# Fields a resumed run may change: they do not change what a step computes. (An out-of-memory stage
-# can be resumed with fused_loss switched on.)
+# Fields that do not change what a step computes: a checkpoint written with other values still
+# resumes (an out-of-memory stage, say, can be resumed with fused_loss switched on).
 RUN_ONLY_FIELDS = ("num_workers", "keep_checkpoints", "logging_steps", "save_every_steps", "fused_loss")
 
 

@@ -41,6 +41,28 @@ def holder_description() -> str:
     return f"{where}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
 
 
+def _acquire(fd: int, path: Path) -> tuple[bool, bool]:
+    """Take the lock on ``fd``, waiting if another run holds it: ``(locked, waited)``."""
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True, False
+    except OSError as error:
+        if error.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+            logger.warning(
+                "%s: this filesystem does not support file locks, so a second run of this stage at "
+                "the same time would not be noticed", path.parent,
+            )  # fmt: skip
+            return False, False
+        if error.errno not in _BUSY:
+            raise
+    holder = path.read_text().strip() or "another process"
+    logger.warning(
+        "%s is in use by another run of this stage (%s); waiting for it to end", path.parent, holder
+    )
+    fcntl.lockf(fd, fcntl.LOCK_EX)  # blocks; a signal still ends this process
+    return True, True
+
+
 @contextlib.contextmanager
 def exclusive_work_dir(work_dir: str | Path) -> Iterator[bool]:
     """Hold the work directory's lock for the block; yields True when another run held it first."""
@@ -49,28 +71,10 @@ def exclusive_work_dir(work_dir: str | Path) -> Iterator[bool]:
     path = work_dir / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
     try:
-        waited = False
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno in _BUSY:
-                holder = path.read_text().strip() or "another process"
-                logger.warning(
-                    "%s is in use by another run of this stage (%s); waiting for it to end", work_dir, holder
-                )
-                fcntl.lockf(fd, fcntl.LOCK_EX)  # blocks; a signal still ends this process
-                waited = True
-            elif error.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-                logger.warning(
-                    "%s: this filesystem does not support file locks, so a second run of this stage "
-                    "at the same time would not be noticed", work_dir
-                )  # fmt: skip
-                yield False
-                return
-            else:
-                raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (holder_description() + "\n").encode(), 0)
+        locked, waited = _acquire(fd, path)
+        if locked:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (holder_description() + "\n").encode(), 0)
         yield waited
     finally:
         os.close(fd)  # releases the lock
