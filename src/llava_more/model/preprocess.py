@@ -16,9 +16,12 @@ ASPECT_RATIOS = ("pad", "square")
 
 
 def mean_colour(image_processor: Any) -> tuple[int, int, int]:
-    """The processor's normalisation mean as an RGB colour (0.5 grey when it has none)."""
+    """The processor's normalisation mean as an RGB colour (0.5 grey when it has none).
+
+    Truncated, not rounded, as LLaVA computes its padding colour: CLIP's mean is (122, 116, 104).
+    """
     mean = getattr(image_processor, "image_mean", None) or (0.5, 0.5, 0.5)
-    return tuple(int(round(255 * m)) for m in mean[:3])
+    return tuple(int(255 * m) for m in mean[:3])
 
 
 def expand_to_square(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
