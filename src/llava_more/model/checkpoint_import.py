@@ -744,7 +744,13 @@ def _import_native(
             f"<image> ({image_token_id})"
         )
     processor = AutoImageProcessor.from_pretrained(folder)
-    tokens = (_input_side(processor) // vision_config.patch_size) ** 2 - (1 if strategy == "default" else 0)
+    kept_prefix = get_vision(vision_id).num_prefix_tokens - (1 if strategy == "default" else 0)
+    tokens = (_input_side(processor) // vision_config.patch_size) ** 2 + kept_prefix
+    if model.config.image_seq_length not in (None, tokens):
+        raise UserError(
+            f"{config_path}: image_seq_length {model.config.image_seq_length} disagrees with the tower "
+            f"({tokens} features per image for strategy {strategy!r})"
+        )
     _fit_vocabulary(model, tokenizer, text_config.vocab_size)
     set_generation_tokens(model, tokenizer, _stop_tokens(template_id))
     meta = BundleMeta(
