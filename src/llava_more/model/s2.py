@@ -20,7 +20,7 @@ from llava_more.model.s2_scales import validate_s2_scales
 __all__ = ["s2_features", "validate_s2_scales"]
 
 
-def _tiles(images: torch.Tensor, scale: int, base_size: int, antialias: bool) -> torch.Tensor:
+def _tiles(images: torch.Tensor, scale: int, base_size: int, antialias: bool = True) -> torch.Tensor:
     """(B, C, S, S) -> (B * n * n, C, base, base), tiles in row-major order per image."""
     if images.shape[-1] != scale or images.shape[-2] != scale:
         # Antialiasing matters when shrinking the largest-scale input to the smaller scales; the
