@@ -175,6 +175,29 @@ def _checked_id(kind: str, given: str, valid: list[str]) -> str:
     return given
 
 
+def _agreeing_id(
+    kind: str, given: str | None, hint: str | None, candidates: dict[str, str], config_path: Path, key: str
+) -> str | None:
+    """The id the user gave (it must not contradict the one ``hint`` names), else the one ``hint`` names."""
+    named = _infer_id(kind, hint, candidates)
+    if not given:
+        return named
+    _checked_id(kind, given, list(candidates))
+    if named is not None and named != given:
+        raise UserError(
+            f"{config_path}: {key} {hint!r} is {named}, not the {given} the import was told it is"
+        )
+    return given
+
+
+def _check_s2(expected: bool | None, scales: tuple[int, ...] | None, config_path: Path) -> None:
+    if expected is not None and bool(scales) != expected:
+        found = f"S2 at {list(scales)}" if scales else "no S2"
+        raise UserError(
+            f"{config_path}: s2 / s2_scales say {found}, but the import was told s2 is {expected}"
+        )
+
+
 # ---------------------------------------------------------------------------------------------- weights
 def _weight_files(folder: Path) -> list[Path]:
     files = sorted(p for pattern in _WEIGHT_PATTERNS for p in folder.glob(pattern))
@@ -256,6 +279,7 @@ class ImportOptions:
     llm_base: str | None = None
     template: str | None = None
     dtype: str | None = None
+    expect_s2: bool | None = None  # what a study says; a checkpoint that disagrees is refused
 
 
 def import_checkpoint(
@@ -369,10 +393,8 @@ def _vision_source(config: dict[str, Any], config_path: Path, options: ImportOpt
     named = options.vision_tower or config.get("mm_vision_tower") or config.get("vision_tower")
     if not named:
         raise UserError(f"{config_path}: no mm_vision_tower; pass --vision-tower PATH_OR_HUB_ID")
-    vision_id = (
-        _checked_id("vision encoder", options.vision_id, list_visions())
-        if options.vision_id
-        else _infer_id("vision encoder", named, _vision_candidates())
+    vision_id = _agreeing_id(
+        "vision encoder", options.vision_id, named, _vision_candidates(), config_path, "mm_vision_tower"
     )
     if vision_id is None:
         raise UserError(
@@ -482,10 +504,8 @@ def _import_original(
 
     text_fields = {k: v for k, v in config.items() if k not in _LLAVA_FIELDS}
     text_config = CONFIG_MAPPING[text_type].from_dict(text_fields)
-    llm_id = (
-        _checked_id("LLM", options.llm_id, list_llms())
-        if options.llm_id
-        else _infer_id("LLM", config.get("_name_or_path"), _llm_candidates())
+    llm_id = _agreeing_id(
+        "LLM", options.llm_id, config.get("_name_or_path"), _llm_candidates(), config_path, "_name_or_path"
     )
     if llm_id is None:
         raise UserError(
@@ -507,6 +527,7 @@ def _import_original(
     scales = _s2_scales(config, config_path, spec, base_side)
     if scales:
         processor = _image_processor(tower_source, spec, size, scales)
+    _check_s2(options.expect_s2, scales, config_path)
     if feature == "cls_patch" and scales:
         raise UserError(f"{config_path}: mm_vision_select_feature cls_patch with S2 cannot be mapped")
     drop = spec.num_prefix_tokens if feature == "patch" else 0
@@ -735,6 +756,7 @@ def _import_native(
     if llm_id is None:
         raise UserError(f"{config_path}: text_config names none of the known LLMs; pass --llm")
     vision_id = _native_vision_id(vision_config, options, config_path)
+    _check_s2(options.expect_s2, None, config_path)
     template_id = _template_for(llm_id, options)
     tokenizer = _prepare_tokenizer(_load_tokenizer(folder), template_id, folder)
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")

@@ -86,6 +86,7 @@ def _import_model(args: argparse.Namespace) -> int:
         llm_base=args.llm_base,
         template=args.template,
         dtype=args.dtype,
+        expect_s2=None if args.expect_s2 is None else args.expect_s2 == "yes",
     )
     import_checkpoint(args.source, args.out, options)
     return 0
@@ -164,4 +165,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--template", default=None, metavar="ID", help="chat template id (default: <llm template>+original)"
     )
     imp.add_argument("--dtype", default=None, help="weights dtype (default: the checkpoint's)")
+    imp.add_argument(
+        "--expect-s2",
+        choices=("yes", "no"),
+        default=None,
+        help="refuse a checkpoint whose S2 setting differs",
+    )
     imp.set_defaults(func=_import_model)
