@@ -381,7 +381,7 @@ def read_state(folder: Path) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for file in sorted(folder.glob("*.safetensors")):
         state |= load_file(str(file))
-    for file in sorted(folder.glob("mm_projector.bin")):
+    for file in [*sorted(folder.glob("pytorch_model*.bin")), *folder.glob("mm_projector.bin")]:
         state |= torch.load(file, weights_only=True)
     return state
 
@@ -407,8 +407,11 @@ class OriginalLlava:
         self.lm = AutoModelForCausalLM.from_config(
             CONFIG_MAPPING[_LLM_TYPES[config["model_type"]]].from_dict(text)
         )
+        # inv_freq: a buffer the transformers of LLaVA-1.5's time saved; it is recomputed, not loaded.
         llm_state = {
-            k: v for k, v in state.items() if not k.startswith(("model.mm_projector.", "model.vision_tower."))
+            k: v
+            for k, v in state.items()
+            if not k.startswith(("model.mm_projector.", "model.vision_tower.")) and not k.endswith("inv_freq")
         }
         missing, unexpected = self.lm.load_state_dict(llm_state, strict=False)
         assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)

@@ -187,6 +187,37 @@ def test_tower_from_a_dead_cluster_path_is_taken_from_its_own_id(tmp_path, tower
     assert not (tmp_path / "no-bundle").exists()
 
 
+def test_pytorch_bin_release_with_old_saved_buffers(tmp_path, towers):
+    """Older releases (LLaVA-1.5's own) are PyTorch .bin shards that still hold rotary inv_freq buffers."""
+    tower = save_tower("clip-l-336", towers)
+    checkpoint = write_original_checkpoint(
+        tmp_path / "release", llm_id="llama3.1-8b", tower_dir=tower, carry_tower=True
+    )
+    state = read_state(checkpoint)
+    for file in [*checkpoint.glob("*.safetensors"), checkpoint / "model.safetensors.index.json"]:
+        file.unlink()
+    head_dim = 64 // 4
+    state["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(head_dim // 2)
+    state["model.vision_tower.vision_tower.vision_model.embeddings.position_ids"] = torch.arange(37)[None]
+    keys = sorted(state)
+    halves = {"pytorch_model-00001-of-00002.bin": keys[::2], "pytorch_model-00002-of-00002.bin": keys[1::2]}
+    for name, part in halves.items():
+        torch.save({k: state[k] for k in part}, checkpoint / name)
+    weight_map = {k: name for name, part in halves.items() for k in part}
+    (checkpoint / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (checkpoint / "training_args.bin").write_bytes(b"not weights")
+
+    import_checkpoint(checkpoint, tmp_path / "bundle")
+    bundle = load_bundle(tmp_path / "bundle")
+    ids, pixels = _bundle_inputs(bundle, _image(5))
+    original = OriginalLlava(checkpoint)
+    vocab = original.lm.config.vocab_size
+    with torch.no_grad():
+        ours = bundle.model(input_ids=torch.tensor([ids]), pixel_values=pixels).logits[..., :vocab]
+        theirs = original.logits(_collapse(ids, bundle.tokenizer.convert_tokens_to_ids("<image>")), pixels)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
 def test_pretrain_release_takes_its_llm_from_the_base_checkpoint(tmp_path, towers):
     """A pretrain release is config.json + mm_projector.bin; the LLM and tokenizer come from --llm-base."""
     tower = save_tower("clip-l-336", towers)

@@ -121,13 +121,17 @@ def resolve_checkpoint(source: str | Path) -> Path:
     text = str(source)
     if path.exists() or not _HUB_ID.match(text):
         raise UserError(f"{source}: no checkpoint folder there, and it is not a Hub id (owner/name)")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
+    patterns = ["*.json", "*.model", "*.txt", "*.jinja", "*.safetensors", "mm_projector.bin"]
+    try:  # PyTorch .bin weights only where a release has no safetensors (many carry both)
+        if not any(f.endswith(".safetensors") for f in HfApi().list_repo_files(text)):
+            patterns.append("*.bin")
+    except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError):
+        patterns.append("*.bin")  # offline: whatever the cache holds
     try:
-        folder = snapshot_download(
-            text, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.model", "*.txt", "*.jinja"]
-        )
+        folder = snapshot_download(text, allow_patterns=patterns)
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as err:
         raise UserError(f"{text}: could not download the checkpoint from the Hub ({err})") from None
     return Path(folder)
@@ -200,13 +204,13 @@ def _check_s2(expected: bool | None, scales: tuple[int, ...] | None, config_path
 
 # ---------------------------------------------------------------------------------------------- weights
 def _weight_files(folder: Path) -> list[Path]:
+    """The weight files of a release: its safetensors (else its PyTorch ``.bin`` shards), and a
+    pretrain release's ``mm_projector.bin``; ``training_args.bin`` and the like are not weights."""
     files = sorted(p for pattern in _WEIGHT_PATTERNS for p in folder.glob(pattern))
-    # training_args.bin and the like are not weights
-    return [
-        p
-        for p in files
-        if p.suffix == ".safetensors" or p.name.startswith(("pytorch_model", "model", "mm_projector"))
-    ]
+    safetensors = [p for p in files if p.suffix == ".safetensors"]
+    pytorch = [p for p in files if p.suffix == ".bin" and p.name.startswith("pytorch_model")]
+    projector = [p for p in files if p.name == "mm_projector.bin"]
+    return (safetensors or pytorch) + projector
 
 
 def _index_tensors(files: list[Path]) -> dict[str, _Tensor]:
