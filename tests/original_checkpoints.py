@@ -138,8 +138,10 @@ def llama3_release_tokenizer(out: Path) -> None:
         eos_token="<|eot_id|>",
         pad_token="<|finetune_right_pad_id|>",  # LLaVA-MORE trains Llama-3.1 with pad id 128004
     )
-    tokenizer.chat_template = LLAMA31_CHAT_TEMPLATE
     tokenizer.save_pretrained(out)
+    # Releases saved by transformers 4.x keep the chat template inside tokenizer_config.json.
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    _write_json(out / "tokenizer_config.json", config | {"chat_template": LLAMA31_CHAT_TEMPLATE})
     _write_json(
         out / "special_tokens_map.json",
         {

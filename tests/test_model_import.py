@@ -416,3 +416,34 @@ def test_refusals_in_process(tmp_path, release):
         with pytest.raises(UserError, match=key) as err:
             import_checkpoint(folder, tmp_path / "bundle")
         assert str(folder / "config.json") in str(err.value)
+
+
+def test_the_study_s_labels_must_match_the_checkpoint(tmp_path, release):
+    """A published study names what each checkpoint is; a release that says otherwise is refused."""
+    with pytest.raises(UserError, match=r"s2 / s2_scales say no S2, but the import was told s2 is True"):
+        import_checkpoint(release, tmp_path / "a", ImportOptions(expect_s2=True))
+    with pytest.raises(
+        UserError, match=r"_name_or_path .*Meta-Llama-3.1-8B-Instruct' is llama3.1-8b, not the "
+    ):
+        import_checkpoint(release, tmp_path / "b", ImportOptions(llm_id="deepseek-r1-distill-llama-8b"))
+    with pytest.raises(UserError, match=r"mm_vision_tower .* is clip-l-336, not the siglip-so400m-384"):
+        import_checkpoint(release, tmp_path / "c", ImportOptions(vision_id="siglip-so400m-384"))
+    assert not any((tmp_path / name).exists() for name in "abc")
+
+
+def test_a_release_template_that_renders_other_prompts_is_reported(tmp_path, release, caplog):
+    """The release's own tokenizer template is what the Llama-3.1 checkpoints were trained through."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="llava_more.model.checkpoint_import"):
+        import_checkpoint(release, tmp_path / "same")
+    assert "prompts differ from training" not in caplog.text
+    folder = _copy(release, tmp_path / "release")
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["chat_template"] = config["chat_template"].replace(
+        "Today Date: 26 Jul 2024", "Today Date: 1 Jan 2026"
+    )
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    with caplog.at_level(logging.WARNING, logger="llava_more.model.checkpoint_import"):
+        import_checkpoint(folder, tmp_path / "other")
+    assert "prompts differ from training" in caplog.text and "1 Jan 2026" in caplog.text
