@@ -87,6 +87,17 @@ def _evaluate(params: Params, study: Study, w: Mapping[str, str]) -> Declared:
     return out
 
 
+def _import_published(params: Params, study: Study, w: Mapping[str, str]) -> Declared:
+    """A published study's import: the release and what the study says the model is."""
+    exp = study.experiment(w["exp"])
+    at: Key = ("studies", study.name, "experiments", exp.block)
+    source = "checkpoint" if int(w["stage"]) == 2 else "stage1_checkpoint"
+    out: Declared = {(*at, source): getattr(exp, source), (*at, "llm"): exp.llm, (*at, "vision"): exp.vision}
+    out[(*at, "s2")] = exp.s2
+    out[("studies", study.name, "size")] = study.size
+    return out
+
+
 def _report(params: Params, study: Study, w: Mapping[str, str]) -> Declared:
     return {("studies", study.name, "tables"): params.raw["studies"][study.name].get("tables")}
 
@@ -104,6 +115,7 @@ RULES: dict[str, Callable[[Params, Study, Mapping[str, str]], Declared]] = {
     "demo_tokenizer": _section("demo_tokenizer"),
     "warm_vision": _section("demo_vision"),
     "init_model": _init_model,
+    "import_published": _import_published,
     "train": _train,
     "evaluate": _evaluate,
     "report": _report,

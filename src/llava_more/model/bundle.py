@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BundleMeta:
+    """What a bundle holds. ``image_aspect_ratio`` (pad | square) is how images are prepared for it
+    (None: evaluation's default, pad); ``source`` is the published checkpoint an imported bundle
+    was converted from (None for bundles built here)."""
+
     llm_id: str
     vision_id: str
     size: str
@@ -43,6 +47,8 @@ class BundleMeta:
     template: str
     image_tokens: int
     image_token: str = "<image>"
+    image_aspect_ratio: str | None = None
+    source: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"

@@ -16,9 +16,12 @@ ASPECT_RATIOS = ("pad", "square")
 
 
 def mean_colour(image_processor: Any) -> tuple[int, int, int]:
-    """The processor's normalisation mean as an RGB colour (0.5 grey when it has none)."""
+    """The processor's normalisation mean as an RGB colour (0.5 grey when it has none).
+
+    Truncated, not rounded, as LLaVA computes its padding colour: CLIP's mean is (122, 116, 104).
+    """
     mean = getattr(image_processor, "image_mean", None) or (0.5, 0.5, 0.5)
-    return tuple(int(round(255 * m)) for m in mean[:3])
+    return tuple(int(255 * m) for m in mean[:3])
 
 
 def expand_to_square(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
@@ -32,7 +35,9 @@ def expand_to_square(image: Image.Image, background: tuple[int, int, int]) -> Im
     return canvas
 
 
-def pixel_values(image_processor: Any, images: Sequence[Image.Image], aspect_ratio: str = "pad") -> torch.Tensor:
+def pixel_values(
+    image_processor: Any, images: Sequence[Image.Image], aspect_ratio: str = "pad"
+) -> torch.Tensor:
     """A batch of RGB ``images`` as the model's pixel values, under ``aspect_ratio`` (pad | square)."""
     if aspect_ratio not in ASPECT_RATIOS:
         raise ValueError(f"image_aspect_ratio={aspect_ratio!r}: expected one of {', '.join(ASPECT_RATIOS)}")

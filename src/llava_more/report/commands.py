@@ -1,7 +1,8 @@
 """``llava-more report``: a study's tables (Markdown, CSV, LaTeX) and per-benchmark plots.
 
 Scores are read from ``<scores-dir>/stage2/<experiment>/scores.json`` (and ``stage1/...`` for
-studies with ``eval_untrained``), the layout of ``llava_more.paths.scores``.
+studies with ``eval_untrained``), the layout of ``llava_more.paths.scores``. A published study with
+a reference CSV also gets its calibration view (``report/calibration.py``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ def _report(args: argparse.Namespace) -> int:
     rows = collect_scores(args.scores_dir, study)
     tables = {name: list(ids) for name, ids in study.tables.items()}
     written = build_tables(rows, tables, args.out, args.reference)
+    if study.published and args.reference:
+        from llava_more.report.calibration import build_calibration
+
+        written["calibration"] = build_calibration(rows, args.reference, args.out)
     plots = plot_benchmarks(rows, args.plots, args.reference) if args.plots else []
     summary = {name: {kind: str(path) for kind, path in paths.items()} for name, paths in written.items()}
     print(json.dumps({"tables": summary, "plots": [str(p) for p in plots]}, indent=1))
