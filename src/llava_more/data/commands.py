@@ -40,13 +40,10 @@ def _validate(args: argparse.Namespace) -> int:
         args.quarantine,
         args.max_bad_fraction,
         clean_path=args.clean_out,
+        report_path=args.report,
         workers=args.workers,
     )
-    text = json.dumps(report.to_dict(), indent=1)
-    print(text)
-    if args.report:
-        with open(args.report, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
+    print(json.dumps(report.to_dict(), indent=1))
     return 0
 
 
