@@ -12,8 +12,8 @@ only when complete (``atomic_file``, ``write_bytes_atomic``, ``write_text_atomic
 for folders), so a failed run leaves the inputs and any earlier outputs as they were. A rename
 replaces a link that is in the way instead of writing through it. A folder output replaces the
 folder that was there only when that folder is empty or was written by llava-more (it holds the
-``OUTPUT_MARKER`` file, or the caller's ``signature`` file): a folder of other files is never
-deleted to make room.
+``OUTPUT_MARKER`` file, or one of the caller's ``signature`` files): a folder of other files is
+never deleted to make room.
 """
 
 from __future__ import annotations
@@ -151,8 +151,12 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- folders
-def check_replaceable(path: str | os.PathLike, signature: str | None = None) -> None:
-    """``path`` may be replaced by a new output folder: absent, an empty folder, or one llava-more wrote."""
+def check_replaceable(path: str | os.PathLike, signature: str | tuple[str, ...] = ()) -> None:
+    """``path`` may be replaced by a new output folder: absent, an empty folder, or one llava-more wrote.
+
+    ``signature``: file names that mark an earlier output of the same kind (a dataset's ``manifest.json``),
+    for folders written before ``OUTPUT_MARKER`` existed.
+    """
     path = Path(path)
     if path.is_symlink() or not path.exists():
         return
@@ -161,7 +165,8 @@ def check_replaceable(path: str | os.PathLike, signature: str | None = None) -> 
     if path.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents, Path.home().resolve()):
         raise OutputPathError(f"{path}: the current, a parent or the home folder cannot be an output folder")
     entries = {entry.name for entry in path.iterdir()}
-    if entries and OUTPUT_MARKER not in entries and (signature is None or signature not in entries):
+    marks = {OUTPUT_MARKER, *((signature,) if isinstance(signature, str) else signature)}
+    if entries and not entries & marks:
         shown = ", ".join(sorted(entries)[:5]) + (", ..." if len(entries) > 5 else "")
         raise OutputPathError(
             f"{path}: the output folder already holds files llava-more did not write ({shown}); choose a new or "
@@ -187,7 +192,7 @@ def replace_dir(staging: Path, path: Path) -> None:
 
 
 @contextmanager
-def atomic_dir(path: str | os.PathLike, signature: str | None = None) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, signature: str | tuple[str, ...] = ()) -> Iterator[Path]:
     """An empty staging folder beside ``path``; when the block succeeds it becomes ``path``.
 
     An earlier output at ``path`` is replaced, but only if ``check_replaceable`` allows it (checked

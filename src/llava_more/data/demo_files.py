@@ -88,7 +88,7 @@ def write_dataset(out_dir: str | Path, write: Callable[[Path], DemoDataset]) -> 
     A failed run leaves an earlier dataset at ``out_dir`` as it was (``llava_more.outputs.atomic_dir``).
     """
     out = Path(out_dir)
-    with atomic_dir(out, signature=MANIFEST_JSON) as staging:
+    with atomic_dir(out, signature=(MANIFEST_JSON, DATA_JSON)) as staging:
         staged = write(staging)
     return DemoDataset(out, out / DATA_JSON, out / IMAGES_DIR, staged.manifest)
 

@@ -8,15 +8,17 @@ from pathlib import Path
 
 def _dvc_yaml(args: argparse.Namespace) -> int:
     from llava_more.config import load_params
+    from llava_more.outputs import check_outputs, write_text_atomic
     from llava_more.pipeline.dvc import render_dvc_yaml
 
+    check_outputs({"--params": args.params}, {"--out": args.out})
     params = load_params(args.params)
     study = params.study(args.study).name
     text = render_dvc_yaml(study, params)
     if args.out == "-":
         print(text, end="")
     else:
-        Path(args.out).write_text(text)
+        write_text_atomic(args.out, text)
     return 0
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import shutil
 import time
 from pathlib import Path
 
@@ -27,10 +26,12 @@ from torch import nn
 
 from llava_more.data import demo_world as world
 from llava_more.model import get_vision
+from llava_more.outputs import atomic_dir, check_replaceable
 
 log = logging.getLogger(__name__)
 
 RENDER_SIZE = 96  # the demo data's image size
+REPORT_FILE = "warmup.json"  # written beside the encoder: what the warm-up did
 
 
 def _patch_cells(processor, grid: int) -> torch.Tensor:
@@ -84,6 +85,7 @@ def warm_up_vision(
     vision_id: str, out_dir: str | Path, *, steps: int = 300, batch_size: int = 64, lr: float = 2e-3, seed: int = 0
 ) -> dict:
     """Train the tiny twin of ``vision_id`` for ``steps`` and save it (Hugging Face format) to ``out_dir``."""
+    check_replaceable(out_dir, REPORT_FILE)  # before the training, not after it
     spec = get_vision(vision_id)
     torch.manual_seed(seed)
     tower = spec.model_class(spec.config("tiny"))
@@ -121,13 +123,9 @@ def warm_up_vision(
             log.info("warm-up %s: step %d/%d loss %.4f", vision_id, step, steps, loss.item())
     report = {"vision": vision_id, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
               "seconds": round(time.monotonic() - start, 1), "loss": history}
-    out = Path(out_dir)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     tower.eval()
-    tower.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    (tmp / "warmup.json").write_text(json.dumps(report, indent=1) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with atomic_dir(out_dir, signature=REPORT_FILE) as staging:
+        tower.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        (staging / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n")
     return report

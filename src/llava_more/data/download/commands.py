@@ -8,6 +8,10 @@ import json
 from pathlib import Path
 
 from llava_more.errors import ConfigError
+from llava_more.outputs import atomic_dir, check_outputs
+
+# A dataset folder's own files (as ``llava_more.data.demo_files`` names them): an earlier fetch may be replaced.
+DATASET_SIGNATURE = ("manifest.json", "data.json")
 
 
 def _params(args: argparse.Namespace):
@@ -85,11 +89,34 @@ def _local(src, base_dir: Path) -> Path | None:
     return Path(local) if Path(local).is_absolute() else base_dir / local
 
 
+def _work_dir(args: argparse.Namespace) -> Path:
+    """``--work-dir``, or the default every fetch uses: ``<out>/../download``."""
+    return Path(args.work_dir) if args.work_dir else Path(args.out).parent / "download"
+
+
+def _fetch_inputs(args: argparse.Namespace, params, base_dir: Path) -> dict:
+    """What a fetch reads: params.yaml, a pre-staged copy, a pre-staged image root, a mix's parts."""
+    from llava_more import paths
+
+    entries = params.pretrain_data if args.kind == "pretrain" else params.instruct_data
+    src = entries.get(args.name)
+    inputs: dict = {"--params": args.params, "--image-root": getattr(args, "image_root", None)}
+    if src is not None:
+        inputs["local_path"] = _local(src, base_dir)
+        if src.source == "mix":
+            inputs["parts"] = [base_dir / paths.raw_dir(paths.pretrain_dir(p)) for p in src.get("parts") or []]
+    return inputs
+
+
 def _fetch(args: argparse.Namespace) -> int:
     params = _params(args)
     base_dir = Path(args.params).resolve().parent
     fetch = _fetch_pretrain if args.kind == "pretrain" else _fetch_instruct
-    print(json.dumps(fetch(args, params, base_dir), indent=1))
+    check_outputs(_fetch_inputs(args, params, base_dir), {"--out": args.out, "--work-dir": _work_dir(args)})
+    # The dataset is assembled in a staging folder: a failed fetch leaves an earlier one in place.
+    with atomic_dir(args.out, signature=DATASET_SIGNATURE) as staging:
+        manifest = fetch(argparse.Namespace(**{**vars(args), "out": staging, "work_dir": _work_dir(args)}), params, base_dir)
+    print(json.dumps(manifest, indent=1))
     return 0
 
 
@@ -101,10 +128,12 @@ def _fetch_twin(args: argparse.Namespace) -> int:
     if src is None or not src.is_demo:
         demo = [n for n, s in params.pretrain_data.items() if s.is_demo]
         raise ConfigError(f"{args.params}: {args.name!r} is not a demo pretrain_data entry; demo entries: {', '.join(demo)}")
-    manifest = fetch_demo_web(
-        args.out, kind=src.get("kind"), size=src.get("size"), seed=src.get("seed"), work_dir=args.work_dir,
-        settings=_settings(args, DEMO_SETTINGS),
-    )
+    check_outputs({"--params": args.params}, {"--out": args.out, "--work-dir": _work_dir(args)})
+    with atomic_dir(args.out, signature=DATASET_SIGNATURE) as staging:
+        manifest = fetch_demo_web(
+            staging, kind=src.get("kind"), size=src.get("size"), seed=src.get("seed"), work_dir=_work_dir(args),
+            settings=_settings(args, DEMO_SETTINGS),
+        )
     print(json.dumps(manifest, indent=1))
     return 0
 
@@ -115,6 +144,9 @@ def _recaption(args: argparse.Namespace) -> int:
     from llava_more.data.download.recaption import DEFAULT_PROMPT, recaption
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
+    # The output folder is also the resumable state (captions.jsonl), so it is written in place; its
+    # data.json and manifest.json are replaced atomically once every caption is there.
+    check_outputs({"--model": args.model, "--json": args.json, "--image-root": args.image_root}, {"--out": args.out})
     result = recaption(
         args.model, args.json, args.image_root, args.out, batch_size=args.batch_size, prompt=args.prompt or DEFAULT_PROMPT,
         max_new_tokens=args.max_new_tokens, device=args.device, dtype=dtype,

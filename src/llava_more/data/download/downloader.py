@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import itertools
 import json
 import logging
@@ -222,12 +221,12 @@ def stored_images(
 
 
 def decodes(data: bytes) -> bool:
-    """Whether Pillow can fully decode the stored image (catches truncated files img2dataset kept)."""
-    from PIL import Image
+    """Whether the stored image loads as training will load it (``llava_more.data.images``): truncated
+    files img2dataset kept, unsupported modes and decompression bombs do not."""
+    from llava_more.data.images import ImageProblem, load_image_bytes
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-        return True
-    except Exception:  # noqa: BLE001 (any decoder failure means: not usable)
+        load_image_bytes(data)
+    except ImageProblem:
         return False
+    return True
