@@ -161,7 +161,9 @@ def check_replaceable(path: str | os.PathLike, signature: str | tuple[str, ...] 
     if path.is_symlink() or not path.exists():
         return
     if not path.is_dir():
-        raise OutputPathError(f"{path}: a file is in the way of the output folder; remove it or choose another path")
+        raise OutputPathError(
+            f"{path}: a file is in the way of the output folder; remove it or choose another path"
+        )
     if path.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents, Path.home().resolve()):
         raise OutputPathError(f"{path}: the current, a parent or the home folder cannot be an output folder")
     entries = {entry.name for entry in path.iterdir()}

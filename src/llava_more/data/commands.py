@@ -81,7 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     instruct.add_argument(
         "--mix", type=_mix, default=None, help="share of each conversation kind, e.g. short=0.5,existence=0.5"
     )
-    instruct.add_argument("--max-turns", type=_positive, default=3, help="most question-answer turns per image")
+    instruct.add_argument(
+        "--max-turns", type=_positive, default=3, help="most question-answer turns per image"
+    )
     instruct.set_defaults(func=_make_instruct)
 
     validate = sub.add_parser(

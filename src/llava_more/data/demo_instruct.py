@@ -170,7 +170,9 @@ def _verify_turns(scene: Scene, rng: random.Random, max_turns: int = 3) -> list[
 def _word_turns(scene: Scene, rng: random.Random, max_turns: int = 3) -> list[tuple[str, str]]:
     qa = demo_questions.word_question(scene, rng)
     turns = [(prompt_text(qa), qa.answer)]
-    follow_ups = _distinct(lambda: demo_questions.short_answer_question(scene, rng), rng.randint(0, max_turns - 1))
+    follow_ups = _distinct(
+        lambda: demo_questions.short_answer_question(scene, rng), rng.randint(0, max_turns - 1)
+    )
     return turns + [(prompt_text(f), f.answer) for f in follow_ups]
 
 

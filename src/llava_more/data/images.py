@@ -79,7 +79,9 @@ def image_file(image_root: str | os.PathLike, relpath: object) -> Path:
     root = Path(image_root)
     if os.path.isabs(relpath):
         raise ImageProblem(
-            IMAGE_OUTSIDE_ROOT, relpath, f"is an absolute path; image paths must be relative to the image root {root}"
+            IMAGE_OUTSIDE_ROOT,
+            relpath,
+            f"is an absolute path; image paths must be relative to the image root {root}",
         )
     lexical = os.path.normpath(relpath)
     if lexical == os.pardir or lexical.startswith(os.pardir + os.sep):
@@ -208,7 +210,9 @@ def _check_pixels(image: Image.Image) -> None:
 
 
 @contextmanager
-def _problems(label: object, subject: str, hint: str, head: Callable[[], bytes] = lambda: b"") -> Iterator[None]:
+def _problems(
+    label: object, subject: str, hint: str, head: Callable[[], bytes] = lambda: b""
+) -> Iterator[None]:
     """Turn whatever decoding raises into an ``ImageProblem`` about ``label`` (with ``subject`` and ``hint``)."""
     try:
         yield
@@ -218,7 +222,9 @@ def _problems(label: object, subject: str, hint: str, head: Callable[[], bytes] 
         detail = f"is not an image Pillow can identify{_html_hint(head())}"
         raise ImageProblem(NOT_AN_IMAGE, label, detail, hint, subject) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageProblem(IMAGE_TOO_LARGE, label, f"is too large to decode safely ({err})", hint, subject) from None
+        raise ImageProblem(
+            IMAGE_TOO_LARGE, label, f"is too large to decode safely ({err})", hint, subject
+        ) from None
     except Exception as err:  # noqa: BLE001 (untrusted bytes: any decoder failure means the image is unusable)
         detail = f"cannot be decoded completely ({type(err).__name__}: {err})"
         raise ImageProblem(CORRUPT_IMAGE, label, detail, hint, subject) from None
@@ -258,7 +264,9 @@ def load_image(path: str | os.PathLike, *, subject: str = "", hint: str = "") ->
         return _decode(str(path))
 
 
-def load_image_bytes(data: bytes, label: object = "image", *, subject: str = "", hint: str = "") -> Image.Image:
+def load_image_bytes(
+    data: bytes, label: object = "image", *, subject: str = "", hint: str = ""
+) -> Image.Image:
     """``load_image`` for an image held in memory (a downloaded file, a shard member)."""
     if not data:
         raise ImageProblem(EMPTY_IMAGE, label, "is empty (0 bytes)", hint, subject)

@@ -50,6 +50,7 @@ def _log_info_to_stderr() -> None:
     package.addHandler(handler)
     package.setLevel(logging.INFO)
 
+
 # Used when a task gives no max_new_tokens (LLaVA's own VQA evaluation uses 128).
 DEFAULT_MAX_NEW_TOKENS = 128
 
@@ -255,7 +256,9 @@ class LlavaMoreLMM(lmms):
                     f"({str(item)[:80]}); video/audio tasks need frames given as PIL images"
                 )
         # The picture a viewer shows, as training saw its images (orientation, 16-bit, transparency).
-        return [as_rgb(item, f"task {task} doc {doc_id}", hint="fix or drop the benchmark image") for item in flat]
+        return [
+            as_rgb(item, f"task {task} doc {doc_id}", hint="fix or drop the benchmark image") for item in flat
+        ]
 
     def _prepare_text(self, context: str, num_images: int) -> tuple[list[int], str]:
         """Token ids of the full generation prompt for ``context`` with ``num_images`` images."""

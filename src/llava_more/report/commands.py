@@ -53,7 +53,9 @@ def _report(args: argparse.Namespace) -> int:
         plots_dir = stack.enter_context(atomic_dir(args.plots)) if args.plots else None
         plots = plot_benchmarks(rows, plots_dir, args.reference) if plots_dir else []
         summary = {
-            name: {kind: str(Path(args.out) / Path(path).relative_to(tables_dir)) for kind, path in paths.items()}
+            name: {
+                kind: str(Path(args.out) / Path(path).relative_to(tables_dir)) for kind, path in paths.items()
+            }
             for name, paths in written.items()
         }
         plots = [Path(args.plots) / Path(p).relative_to(plots_dir) for p in plots] if plots_dir else []

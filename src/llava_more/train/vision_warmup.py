@@ -45,7 +45,9 @@ def _patch_cells(processor, grid: int) -> torch.Tensor:
     offset = (resized - crop) / 2
     patch = crop / grid
     centres = [(i + 0.5) * patch + offset for i in range(grid)]
-    cell = [min(world.GRID - 1, int(c * RENDER_SIZE / resized // (RENDER_SIZE / world.GRID))) for c in centres]
+    cell = [
+        min(world.GRID - 1, int(c * RENDER_SIZE / resized // (RENDER_SIZE / world.GRID))) for c in centres
+    ]
     return torch.tensor([cell[r] * world.GRID + cell[c] for r in range(grid) for c in range(grid)])
 
 
@@ -82,7 +84,13 @@ def _labels(scene: world.Scene) -> tuple[dict[str, torch.Tensor], dict[str, int]
 
 
 def warm_up_vision(
-    vision_id: str, out_dir: str | Path, *, steps: int = 300, batch_size: int = 64, lr: float = 2e-3, seed: int = 0
+    vision_id: str,
+    out_dir: str | Path,
+    *,
+    steps: int = 300,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    seed: int = 0,
 ) -> dict:
     """Train the tiny twin of ``vision_id`` for ``steps`` and save it (Hugging Face format) to ``out_dir``."""
     check_replaceable(out_dir, REPORT_FILE)  # before the training, not after it
@@ -107,13 +115,18 @@ def warm_up_vision(
         pixels = processor(images=[world.render_scene(s, RENDER_SIZE) for s in scenes], return_tensors="pt")
         per_cell, whole, present = zip(*(_labels(s) for s in scenes), strict=True)
         states = tower(pixels["pixel_values"], output_hidden_states=True).hidden_states[-2]
-        patches = states[:, spec.num_prefix_tokens:]
+        patches = states[:, spec.num_prefix_tokens :]
         pooled = patches.mean(1)
         loss = sum(
-            ce(heads[name](patches).flatten(0, 1), torch.stack([c[name] for c in per_cell])[:, cells].flatten())
+            ce(
+                heads[name](patches).flatten(0, 1),
+                torch.stack([c[name] for c in per_cell])[:, cells].flatten(),
+            )
             for name in CELL_HEADS
         ) + sum(ce(heads[name](pooled), torch.tensor([w[name] for w in whole])) for name in SCENE_HEADS)
-        loss = loss + nn.functional.binary_cross_entropy_with_logits(heads["present"](pooled), torch.stack(present))
+        loss = loss + nn.functional.binary_cross_entropy_with_logits(
+            heads["present"](pooled), torch.stack(present)
+        )
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -121,8 +134,15 @@ def warm_up_vision(
             history.append({"step": step, "loss": round(loss.item(), 4)})
         if step % 50 == 0 or step == steps:
             log.info("warm-up %s: step %d/%d loss %.4f", vision_id, step, steps, loss.item())
-    report = {"vision": vision_id, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-              "seconds": round(time.monotonic() - start, 1), "loss": history}
+    report = {
+        "vision": vision_id,
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "seconds": round(time.monotonic() - start, 1),
+        "loss": history,
+    }
     tower.eval()
     with atomic_dir(out_dir, signature=REPORT_FILE) as staging:
         tower.save_pretrained(staging)

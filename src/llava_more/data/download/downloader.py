@@ -86,7 +86,9 @@ def _shard_hashes(candidates: pa.Table, shard_size: int) -> list[str]:
     hashes = []
     for start in range(0, len(ids), shard_size):
         digest = hashlib.sha256()
-        for sample_id, url in zip(ids[start : start + shard_size], urls[start : start + shard_size], strict=True):
+        for sample_id, url in zip(
+            ids[start : start + shard_size], urls[start : start + shard_size], strict=True
+        ):
             digest.update(f"{sample_id}\t{url}\n".encode())
         hashes.append(digest.hexdigest())
     return hashes
@@ -187,7 +189,8 @@ def read_results(folder: Path, shard_count: int) -> list[RowResult]:
             raise DataError(f"{path}: img2dataset's result for shard {name} is missing; rerun the download")
         table = pq.read_table(path, columns=RESULT_COLUMNS).to_pylist()
         results += [
-            RowResult(int(r["rank"]), r["sample_id"], name, r["key"], r["status"], r["error_message"]) for r in table
+            RowResult(int(r["rank"]), r["sample_id"], name, r["key"], r["status"], r["error_message"])
+            for r in table
         ]
     results.sort(key=lambda r: r.rank)
     return results
