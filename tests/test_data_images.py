@@ -421,3 +421,22 @@ def test_the_loader_refuses_an_escaping_path_even_without_validation(tmp_path, r
     with pytest.raises(DataError, match="not found"):
         open_image(root / "nope.png", "r1")
     assert os.path.exists(outside / "secret.png")
+
+
+def test_training_on_a_bad_image_ends_with_one_line(tmp_path, monkeypatch, capsys):
+    """A bomb (or any unusable image) met in training, even inside a DataLoader worker process, is a
+    one-line error with exit 2 naming the file and the record."""
+    from tests.test_train_helpers import make_bundle, make_dataset
+
+    init = make_bundle(tmp_path / "init")
+    data = make_dataset(tmp_path / "data", n_images=4)
+    (tmp_path / "data" / "images" / "2.png").write_bytes(_save(Image.new("L", (3000, 3000)), "PNG"))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)  # inherited by the forked worker
+    argv = ["train", "--stage", "2", "--init", str(init), "--data", str(data), "--image-root", str(tmp_path / "data"),
+            "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"), "--protocol", "ci",
+            "--max-steps", "1", "--num-workers", "1"]  # fmt: skip
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err and "Traceback" not in err[-1]
+    assert "2.png" in err[-1] and "record 'img2'" in err[-1] and "too large to decode safely" in err[-1]
+    assert not (tmp_path / "out").exists()

@@ -326,3 +326,47 @@ def test_not_an_archive_is_a_data_error(tmp_path):
         extract_archive(bogus, tmp_path / "out")
     with pytest.raises(DataError, match="not found"):
         extract_archive(tmp_path / "missing.zip", tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    "evil",
+    [
+        [("sym", "a", "."), ("sym", "b", "a/a/.."), ("file", "b/escape.txt", b"pwned")],
+        [
+            ("sym", "x", "d1/up/d1/up/../outside/victim.txt"),
+            ("sym", "d1", "00000"),
+            ("sym", "00000/up", ".."),
+        ],
+        [("file", "a", b"file"), ("file", "a/b.jpg", b"under a file")],
+    ],
+    ids=["chain-then-file", "nested-chain", "file-then-folder"],
+)
+def test_fetch_data_refuses_an_unsafe_prestaged_zip_on_one_line(tmp_path, capsys, evil):
+    """The real command: a pre-staged LCS folder whose images.zip is unsafe fails with exit 2 and one line,
+    and nothing is written anywhere (no extracted tree, no dataset folder, nothing outside)."""
+    import json
+
+    import yaml
+
+    from llava_more.cli import main
+
+    staged = tmp_path / "box" / "staged"
+    staged.mkdir(parents=True)
+    (tmp_path / "box" / "outside").mkdir()
+    (tmp_path / "box" / "outside" / "victim.txt").write_bytes(b"precious")
+    records = [{"id": str(i), "image": name, "conversations": []} for i, name in enumerate(FILES)]
+    (staged / "blip_laion_cc_sbu_558k.json").write_text(json.dumps(records))
+    _zip(staged / "images.zip", [*_clean(), *evil])
+    settings = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    settings["pretrain_data"]["lcs"]["local_path"] = str(staged)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(settings, sort_keys=False))
+    before = _snapshot(tmp_path / "box")
+    out = tmp_path / "box" / "data" / "lcs" / "raw"
+    code = main(
+        ["fetch-data", "--params", str(params), "--name", "lcs", "--kind", "pretrain", "--out", str(out)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err and "refusing to extract" in err
+    # Only the empty parents of --out were made (where its staging folder would go).
+    assert _snapshot(tmp_path / "box") == {**before, "data": ("dir", ""), "data/lcs": ("dir", "")}

@@ -23,6 +23,7 @@ to the quarantine) and a one-line message naming the file and the fix.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -59,38 +60,67 @@ warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 
 class ImageProblem(DataError):
-    """An image that cannot be used: ``reason`` is the quarantine code, ``detail`` says what is wrong."""
+    """An image that cannot be used: ``reason`` is the quarantine code, ``detail`` says what is wrong.
 
-    def __init__(self, reason: str, path: object, detail: str, hint: str = "", subject: str = ""):
-        self.reason, self.path, self.detail = reason, path, " ".join(detail.split())
-        text = f"{path}: {subject} {self.detail}" if subject else f"{path}: {self.detail}"
-        super().__init__(text + (f"; {hint}" if hint else ""))
+    Made with ``ImageProblem.of``; the plain constructor takes just the message, as for any exception
+    (torch re-raises a DataLoader worker's error that way).
+    """
+
+    reason: str = CORRUPT_IMAGE
+    path: object = None
+    detail: str = ""
+
+    @classmethod
+    def of(cls, reason: str, path: object, detail: str, hint: str = "", subject: str = "") -> ImageProblem:
+        """``<path>: <subject> <detail>; <hint>``, on one line."""
+        detail = " ".join(detail.split())
+        text = f"{path}: {subject} {detail}" if subject else f"{path}: {detail}"
+        problem = cls(text + (f"; {hint}" if hint else ""))
+        problem.reason, problem.path, problem.detail = reason, path, detail
+        return problem
 
     def about(self, path: object, subject: str = "", hint: str = "") -> ImageProblem:
         """The same problem, told about ``path`` (with the caller's subject and hint)."""
-        return ImageProblem(self.reason, path, self.detail, hint, subject)
+        return ImageProblem.of(self.reason, path, self.detail, hint, subject)
+
+    def __reduce__(self):  # pickled whole (message and reason) across processes
+        return _rebuild_problem, (str(self), self.reason, self.path, self.detail)
+
+
+def _rebuild_problem(message: str, reason: str, path: object, detail: str) -> ImageProblem:
+    problem = ImageProblem(message)
+    problem.reason, problem.path, problem.detail = reason, path, detail
+    return problem
 
 
 # ---------------------------------------------------------------------------------------------- paths
+@functools.lru_cache(maxsize=16)
+def _resolved_root(root: str) -> Path:
+    """The real path of an image root, once per root (validation asks for every one of 665K images)."""
+    return Path(root).resolve()
+
+
 def image_file(image_root: str | os.PathLike, relpath: object) -> Path:
     """The file a record's ``image`` field names under ``image_root``; refuse paths that leave the root."""
     if not isinstance(relpath, str) or not relpath.strip() or "\x00" in relpath:
-        raise ImageProblem(BAD_IMAGE_FIELD, relpath, "'image' must be one relative path (a non-empty string)")
+        raise ImageProblem.of(
+            BAD_IMAGE_FIELD, relpath, "'image' must be one relative path (a non-empty string)"
+        )
     root = Path(image_root)
     if os.path.isabs(relpath):
-        raise ImageProblem(
+        raise ImageProblem.of(
             IMAGE_OUTSIDE_ROOT,
             relpath,
             f"is an absolute path; image paths must be relative to the image root {root}",
         )
     lexical = os.path.normpath(relpath)
     if lexical == os.pardir or lexical.startswith(os.pardir + os.sep):
-        raise ImageProblem(IMAGE_OUTSIDE_ROOT, relpath, f"climbs out of the image root {root} with '..'")
+        raise ImageProblem.of(IMAGE_OUTSIDE_ROOT, relpath, f"climbs out of the image root {root} with '..'")
     path = root / relpath
-    real_root = root.resolve()
+    real_root = _resolved_root(os.path.abspath(root))
     real = path.resolve()
     if real != real_root and real_root not in real.parents:
-        raise ImageProblem(
+        raise ImageProblem.of(
             IMAGE_OUTSIDE_ROOT,
             relpath,
             f"leads out of the image root {root} through a symlink (to {real}); put the file itself under the root",
@@ -133,7 +163,7 @@ def _sixteen_bit_to_8(image: Image.Image) -> Image.Image:
     """16-bit greyscale as 8-bit ``L`` (or ``LA`` with its colour-key transparency): the high byte."""
     values = np.asarray(image).astype(np.int64)
     if values.size and (values.min() < 0 or values.max() > 0xFFFF):
-        raise ImageProblem(
+        raise ImageProblem.of(
             UNSUPPORTED_IMAGE,
             _label(image),
             f"is a {image.mode} image with values outside 16 bits ({values.min()}..{values.max()}); "
@@ -172,7 +202,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     elif image.mode == "CMYK":
         return _from_cmyk(image)
     elif image.mode == "F" or image.mode.startswith(("I;32", "F;")):
-        raise ImageProblem(
+        raise ImageProblem.of(
             UNSUPPORTED_IMAGE,
             _label(image),
             f"is a {image.mode} (floating-point or 32-bit) image with no standard display range; "
@@ -185,7 +215,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
             return Image.alpha_composite(background, rgba).convert("RGB")
         return image.convert("RGB")
     except ValueError as err:
-        raise ImageProblem(
+        raise ImageProblem.of(
             UNSUPPORTED_IMAGE,
             _label(image),
             f"is a {image.mode} image Pillow cannot convert to RGB ({err}); save it as PNG or JPEG",
@@ -220,14 +250,14 @@ def _problems(
         raise problem.about(label, subject, hint) from None
     except UnidentifiedImageError:
         detail = f"is not an image Pillow can identify{_html_hint(head())}"
-        raise ImageProblem(NOT_AN_IMAGE, label, detail, hint, subject) from None
+        raise ImageProblem.of(NOT_AN_IMAGE, label, detail, hint, subject) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageProblem(
+        raise ImageProblem.of(
             IMAGE_TOO_LARGE, label, f"is too large to decode safely ({err})", hint, subject
         ) from None
     except Exception as err:  # noqa: BLE001 (untrusted bytes: any decoder failure means the image is unusable)
         detail = f"cannot be decoded completely ({type(err).__name__}: {err})"
-        raise ImageProblem(CORRUPT_IMAGE, label, detail, hint, subject) from None
+        raise ImageProblem.of(CORRUPT_IMAGE, label, detail, hint, subject) from None
 
 
 def _decode(source: str | IO[bytes]) -> Image.Image:
@@ -248,13 +278,15 @@ def load_image(path: str | os.PathLike, *, subject: str = "", hint: str = "") ->
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        raise ImageProblem(MISSING_IMAGE, path, "not found", hint, subject) from None
+        raise ImageProblem.of(MISSING_IMAGE, path, "not found", hint, subject) from None
     except OSError as err:
-        raise ImageProblem(MISSING_IMAGE, path, f"cannot be read ({err.strerror})", hint, subject) from None
+        raise ImageProblem.of(
+            MISSING_IMAGE, path, f"cannot be read ({err.strerror})", hint, subject
+        ) from None
     if not path.is_file():
-        raise ImageProblem(MISSING_IMAGE, path, "is not a file", hint, subject)
+        raise ImageProblem.of(MISSING_IMAGE, path, "is not a file", hint, subject)
     if size == 0:
-        raise ImageProblem(EMPTY_IMAGE, path, "is empty (0 bytes)", hint, subject)
+        raise ImageProblem.of(EMPTY_IMAGE, path, "is empty (0 bytes)", hint, subject)
 
     def head() -> bytes:
         with path.open("rb") as handle:
@@ -269,7 +301,7 @@ def load_image_bytes(
 ) -> Image.Image:
     """``load_image`` for an image held in memory (a downloaded file, a shard member)."""
     if not data:
-        raise ImageProblem(EMPTY_IMAGE, label, "is empty (0 bytes)", hint, subject)
+        raise ImageProblem.of(EMPTY_IMAGE, label, "is empty (0 bytes)", hint, subject)
     with _problems(label, subject, hint, lambda: data[:64]):
         return _decode(io.BytesIO(data))
 
