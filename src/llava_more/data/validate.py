@@ -12,8 +12,8 @@ only when the bad fraction exceeds ``max_bad_fraction`` is the dataset rejected 
 ``DataError``. The clean records are written, in their original order, to a LLaVA JSON array.
 
 The outputs (quarantine, clean file, report) are checked against the inputs and each other
-(``llava_more.outputs``), and against the images the records use, before anything is read, and
-each is written under a temporary name and renamed. On a run rejected for too many bad records
+(``llava_more.outputs``), and against the images the records use, before anything is written,
+and each is written under a temporary name and renamed. On a run rejected for too many bad records
 only the quarantine (the evidence) is written.
 
 Decoding is I/O- and codec-bound (Pillow's decoders release the GIL), so images are checked on a
@@ -63,8 +63,7 @@ WRONG_ROLES = "wrong_roles"
 EMPTY_TURN = "empty_turn"
 IMAGE_TOKEN_COUNT = "image_token_count"
 IMAGE_TOKEN_WITHOUT_IMAGE = "image_token_without_image"
-# Image reason codes come from ``images.py``: BAD_IMAGE_FIELD, IMAGE_OUTSIDE_ROOT, MISSING_IMAGE,
-# EMPTY_IMAGE, NOT_AN_IMAGE, CORRUPT_IMAGE, UNSUPPORTED_IMAGE, IMAGE_TOO_LARGE.
+# The image reason codes, defined by the loader (``images.py``) and re-exported here with the others.
 IMAGE_REASONS = (BAD_IMAGE_FIELD, IMAGE_OUTSIDE_ROOT, MISSING_IMAGE, EMPTY_IMAGE, NOT_AN_IMAGE, CORRUPT_IMAGE,
                  UNSUPPORTED_IMAGE, IMAGE_TOO_LARGE)  # fmt: skip
 
