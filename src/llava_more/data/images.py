@@ -27,6 +27,7 @@ import functools
 import io
 import logging
 import os
+import stat
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
 from llava_more.errors import DataError
 
@@ -94,10 +95,19 @@ def _rebuild_problem(message: str, reason: str, path: object, detail: str) -> Im
 
 
 # ---------------------------------------------------------------------------------------------- paths
-@functools.lru_cache(maxsize=16)
-def _resolved_root(root: str) -> Path:
-    """The real path of an image root, once per root (validation asks for every one of 665K images)."""
-    return Path(root).resolve()
+@functools.lru_cache(maxsize=4096)
+def _resolved_folder(folder: str) -> str:
+    """The real path of a folder, once per folder: validation asks for each of 665K images, which
+    share a few hundred folders (``folder`` is absolute but not normalised: ``..`` after a link counts)."""
+    return os.path.realpath(folder)
+
+
+def _real_path(path: str) -> str:
+    """``os.path.realpath(path)`` for an absolute path, with the folders' part cached."""
+    folder, name = os.path.split(path)
+    if name in ("", ".", "..") or os.path.islink(path):
+        return os.path.realpath(path)
+    return os.path.join(_resolved_folder(folder), name)
 
 
 def image_file(image_root: str | os.PathLike, relpath: object) -> Path:
@@ -106,7 +116,7 @@ def image_file(image_root: str | os.PathLike, relpath: object) -> Path:
         raise ImageProblem.of(
             BAD_IMAGE_FIELD, relpath, "'image' must be one relative path (a non-empty string)"
         )
-    root = Path(image_root)
+    root = os.fspath(image_root)
     if os.path.isabs(relpath):
         raise ImageProblem.of(
             IMAGE_OUTSIDE_ROOT,
@@ -116,16 +126,16 @@ def image_file(image_root: str | os.PathLike, relpath: object) -> Path:
     lexical = os.path.normpath(relpath)
     if lexical == os.pardir or lexical.startswith(os.pardir + os.sep):
         raise ImageProblem.of(IMAGE_OUTSIDE_ROOT, relpath, f"climbs out of the image root {root} with '..'")
-    path = root / relpath
-    real_root = _resolved_root(os.path.abspath(root))
-    real = path.resolve()
-    if real != real_root and real_root not in real.parents:
+    absolute_root = root if os.path.isabs(root) else os.path.join(os.getcwd(), root)
+    real_root = _resolved_folder(absolute_root)
+    real = _real_path(os.path.join(absolute_root, relpath))
+    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
         raise ImageProblem.of(
             IMAGE_OUTSIDE_ROOT,
             relpath,
             f"leads out of the image root {root} through a symlink (to {real}); put the file itself under the root",
         )
-    return path
+    return Path(root) / relpath
 
 
 # ---------------------------------------------------------------------------------------------- decoding
@@ -189,12 +199,15 @@ def _from_cmyk(image: Image.Image) -> Image.Image:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """``image`` as the 8-bit RGB picture a viewer shows (see the module docstring for each case)."""
+    """``image`` as the 8-bit RGB picture a viewer shows (see the module docstring for each case).
+
+    An RGB image with nothing to undo comes back as it is; anything else is a new image.
+    """
     try:
-        image = ImageOps.exif_transpose(image)  # a transposed copy, or a plain copy without an orientation
+        if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+            image = ImageOps.exif_transpose(image)  # a transposed copy without the orientation tag
     except Exception as err:  # noqa: BLE001 (unreadable EXIF: show the picture as stored, as viewers do)
         log.warning("%s: EXIF orientation unreadable (%s); using the image as stored", _label(image), err)
-        image = image.copy()
     if image.mode == "RGB" and "transparency" not in image.info:
         return image
     if image.mode in _SIXTEEN_BIT_MODES or image.mode == "I":
@@ -261,11 +274,21 @@ def _problems(
 
 
 def _decode(source: str | IO[bytes]) -> Image.Image:
-    with strict_decoding(), Image.open(source) as image:
-        _check_pixels(image)
-        image.load()
-        rgb = to_rgb(image)
-        return rgb.copy() if rgb is image else rgb  # ``image`` is unusable once closed
+    with strict_decoding():
+        image = Image.open(source)
+        try:
+            _check_pixels(image)
+            image.load()
+            rgb = to_rgb(image)
+        except BaseException:
+            image.close()
+            raise
+    if rgb is image and getattr(image, "fp", None) is None:
+        return image  # decoded, and Pillow closed its file after loading: nothing to copy or close
+    if rgb is image:  # a multi-frame file stays open: keep a copy, close the file
+        rgb = image.copy()
+    image.close()
+    return rgb
 
 
 def load_image(path: str | os.PathLike, *, subject: str = "", hint: str = "") -> Image.Image:
@@ -276,16 +299,16 @@ def load_image(path: str | os.PathLike, *, subject: str = "", hint: str = "") ->
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
+        info = os.stat(path)
     except FileNotFoundError:
         raise ImageProblem.of(MISSING_IMAGE, path, "not found", hint, subject) from None
     except OSError as err:
         raise ImageProblem.of(
             MISSING_IMAGE, path, f"cannot be read ({err.strerror})", hint, subject
         ) from None
-    if not path.is_file():
+    if not stat.S_ISREG(info.st_mode):
         raise ImageProblem.of(MISSING_IMAGE, path, "is not a file", hint, subject)
-    if size == 0:
+    if info.st_size == 0:
         raise ImageProblem.of(EMPTY_IMAGE, path, "is empty (0 bytes)", hint, subject)
 
     def head() -> bytes:
