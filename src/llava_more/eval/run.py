@@ -27,6 +27,7 @@ import yaml
 from llava_more.errors import EvaluationFailed, UserError
 from llava_more.eval.benchmarks import Benchmark, get_benchmark, write_overlays
 from llava_more.eval.lmms_plugin import MODEL_NAME
+from llava_more.outputs import write_text_atomic
 
 SCORES_FILE = "scores.json"
 LOG_FILE = "lmms_eval.log"
@@ -253,5 +254,5 @@ def run_lmms_eval(
         )
     scores = scores_from_results(benches, result_files[-1], raw_dir, limit)
     scores = {"model": str(model_dir), **scores, "results_file": str(result_files[-1].relative_to(out))}
-    (out / SCORES_FILE).write_text(json.dumps(scores, indent=1) + "\n", encoding="utf-8")
+    write_text_atomic(out / SCORES_FILE, json.dumps(scores, indent=1) + "\n")
     return scores["metrics"]

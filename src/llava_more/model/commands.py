@@ -59,7 +59,12 @@ def _models(args: argparse.Namespace) -> int:
 
 def _init_model(args: argparse.Namespace) -> int:
     from llava_more.model.initialize import init_model  # torch: only when the command runs
+    from llava_more.outputs import check_outputs
 
+    check_outputs(
+        {"--tokenizer": args.tokenizer, "--llm-path": args.llm_path, "--vision-path": args.vision_path},
+        {"--out": args.out},
+    )
     init_model(
         args.llm,
         args.vision,

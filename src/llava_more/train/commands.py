@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("llava_more.train")
 
+# ``llava_more.model.bundle.META_FILE``, named here so that the launching process need not import transformers.
+BUNDLE_META_FILE = "llava_more.json"
+
 
 def load_config(args: argparse.Namespace):
     from llava_more.config import load_params
@@ -78,9 +81,15 @@ def _train(args: argparse.Namespace) -> int:
     import os
 
     from llava_more.device import resolve_device
+    from llava_more.outputs import check_outputs, check_replaceable
     from llava_more.train.launch import plan_launch, visible_accelerators
     from llava_more.train.work_lock import exclusive_work_dir
 
+    check_outputs(
+        {"--init": args.init, "--data": args.data, "--image-root": args.image_root, "--params": args.params},
+        {"--out": args.out, "--work-dir": args.work_dir},
+    )
+    check_replaceable(args.out, BUNDLE_META_FILE)  # now, not after hours of training
     cfg = load_config(args)
     resolve_device(purpose=f"stage-{args.stage} training", log="RANK" not in os.environ)
     plan = plan_launch(
