@@ -44,7 +44,7 @@ from llava_more.train.deepspeed import deepspeed_config
 from llava_more.train.fused_loss import chunk_rows_for, restore_plain_loss, use_fused_loss
 from llava_more.train.packing import PackedCollator, training_inputs
 from llava_more.train.progress import PlainLogLines, stdout_is_terminal, tensorboard_callback
-from llava_more.train.sampler import SeededGroupedSampler, TokenBudgetBatches
+from llava_more.train.sampler import FixedSizeBatches, StepBatches, TokenBudgetBatches
 from llava_more.train.signals import CheckpointOnSignal, StopRequest, stop_on_signals
 
 logger = logging.getLogger("llava_more.train")
@@ -58,35 +58,18 @@ RUN_ONLY_FIELDS = ("num_workers", "keep_checkpoints", "logging_steps", "save_eve
 
 
 class LlavaTrainer(Trainer):
-    """The HF Trainer with our seeded (optionally modality/length-grouped) sampler and a samples/s log."""
+    """The HF Trainer with our step batches (``train/sampler.py``) and a samples/s log."""
 
-    def __init__(
-        self,
-        *args: Any,
-        global_batch: int,
-        group_by_length: bool,
-        token_batches: TokenBudgetBatches | None = None,
-        **kwargs: Any,
-    ):
+    def __init__(self, *args: Any, global_batch: int, batches: StepBatches, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.global_batch = global_batch
-        self.group_by_length = group_by_length
-        self.token_batches = token_batches
+        self.batches = batches
         self._throughput_mark: tuple[float, int] | None = None
-        self._train_sampler: SeededGroupedSampler | TokenBudgetBatches | None = None
 
-    def _get_train_sampler(self, train_dataset=None) -> SeededGroupedSampler | TokenBudgetBatches:
-        if self.token_batches is not None:  # a batch sampler (token budget), made before the Trainer
-            self._train_sampler = self.token_batches
-            return self._train_sampler
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
-        self._train_sampler = SeededGroupedSampler(
-            dataset.lengths,
-            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
-            group_by_length=self.group_by_length,
-            group_size=self.global_batch,
-        )
-        return self._train_sampler
+    def _get_train_sampler(self, train_dataset=None) -> StepBatches:
+        # A batch sampler that already yields only this rank's micro-batches (the Trainer then keeps
+        # accelerate from sharding it again, and from padding a short last step with repeats).
+        return self.batches
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # The LM head (a vocabulary-wide matmul, then log-softmax) runs only where a supervised token
@@ -96,7 +79,7 @@ class LlavaTrainer(Trainer):
     def _run_epoch(self, *args: Any, **kwargs: Any) -> None:
         # The Trainer's set_epoch does not reach the sampler through accelerate's skip + shard wrappers
         # (multi-process resume mid-epoch): the resumed epoch would replay epoch 0's order.
-        self._train_sampler.set_epoch(kwargs["epoch"])
+        self.batches.set_epoch(kwargs["epoch"])
         return super()._run_epoch(*args, **kwargs)
 
     # transformers 5.23: save_pretrained writes LLaVA checkpoints in the original key layout
@@ -265,24 +248,22 @@ def make_collator(cfg: TrainConfig, pad_token_id: int, placeholder: dict) -> Lla
     return LlavaCollator(pad_token_id=pad_token_id, placeholder=placeholder)
 
 
-def token_budget_batches(
-    cfg: TrainConfig, lengths: list[int], world_size: int, rank: int
-) -> TokenBudgetBatches:
-    """The run's token-budget micro-batches, sized over every epoch the run can reach."""
+def step_batches(
+    cfg: TrainConfig, lengths: list[int], split: BatchSplit, world_size: int, rank: int
+) -> StepBatches:
+    """This rank's micro-batches of every step (token-budget or fixed-size), planned over every
+    epoch the run can reach."""
     steps_per_epoch = math.ceil(len(lengths) / cfg.global_batch)
     epochs = math.ceil(cfg.epochs)
     if cfg.max_steps:
         epochs = max(epochs, math.ceil(cfg.max_steps / steps_per_epoch))
-    return TokenBudgetBatches(
-        lengths,
-        seed=cfg.seed,
-        group_by_length=cfg.group_by_length,
-        global_batch=cfg.global_batch,
-        micro_tokens=cfg.micro_tokens,
-        world_size=world_size,
-        rank=rank,
-        epochs=epochs,
-    )
+    common = dict(
+        seed=cfg.seed, group_by_length=cfg.group_by_length, global_batch=cfg.global_batch,
+        world_size=world_size, rank=rank, epochs=epochs,
+    )  # fmt: skip
+    if cfg.micro_tokens:
+        return TokenBudgetBatches(lengths, micro_tokens=cfg.micro_tokens, **common)
+    return FixedSizeBatches(lengths, per_device=split.per_device, **common)
 
 
 def _barrier() -> None:
@@ -388,10 +369,9 @@ def train_stage(
                 cache_dir=work_dir,
             )
             resume = choose_checkpoint(work_dir, expected, is_main)
-        token_batches = None
+        batches = step_batches(cfg, dataset.lengths, split, world_size, args.process_index)
         if cfg.micro_tokens:
-            token_batches = token_budget_batches(cfg, dataset.lengths, world_size, args.process_index)
-            accumulation = token_batches.grad_accum
+            accumulation = batches.grad_accum
             # Accumulation is fixed by the data: the arguments are rebuilt so that DeepSpeed's
             # configuration (filled from them) agrees with what the trainer does. The per-device
             # batch there is nominal; the token budget decides each micro-batch's samples.
@@ -403,6 +383,8 @@ def train_stage(
                     "the token budget of %d (%.1f samples on average)", stage, cfg.global_batch, accumulation,
                     world_size, cfg.micro_tokens, cfg.global_batch / (world_size * accumulation),
                 )  # fmt: skip
+        if is_main:
+            logger.info("stage %d: %s", stage, batches.describe())
         if is_main:
             logger.info("%d training samples (%s, template %s)", len(dataset), data_json, template)
             logger.info("resuming from %s" if resume else "starting from %s", resume or init_dir)
@@ -436,8 +418,7 @@ def train_stage(
             data_collator=collator,
             callbacks=callbacks,
             global_batch=cfg.global_batch,
-            group_by_length=cfg.group_by_length,
-            token_batches=token_batches,
+            batches=batches,
         )
         if not stdout_is_terminal():
             trainer.remove_callback(PrinterCallback)
