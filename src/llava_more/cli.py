@@ -59,8 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llava-more {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except TrainingInterrupted as exc:
-        print(f"llava-more {args.command}: {exc}; exit {REQUEUE_EXIT_CODE} so the job is requeued", file=sys.stderr)
+        print(
+            f"llava-more {args.command}: {exc}; exit {REQUEUE_EXIT_CODE} so the job is requeued",
+            file=sys.stderr,
+        )
         return REQUEUE_EXIT_CODE
+    except KeyboardInterrupt:  # Ctrl-C where a command does not handle it itself (training does)
+        print(f"llava-more {args.command}: interrupted", file=sys.stderr)
+        return 130
     return int(result or 0)
 
 

@@ -10,8 +10,10 @@ what that means:
   ``llava-more train`` command, and each task (which then sees its ``SLURM_NODEID``) starts
   ``torchrun --nnodes N --node-rank $SLURM_NODEID --master-addr <first host of SLURM_JOB_NODELIST>``.
 
-Processes started by torchrun carry ``RANK`` and train directly. The torchrun command forwards
-SLURM's warning signals (SIGTERM, SIGUSR1) to the workers and gives them time to checkpoint.
+Processes started by torchrun carry ``RANK`` and train directly. Stop requests (SIGTERM, SIGUSR1,
+Ctrl-C) do not travel through torchrun: the launching process takes them and hands them to the
+workers through a file (``commands.run_workers``). torchrun itself only ends its workers on a
+hang-up or quit signal, giving them time to finish before it kills them.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from dataclasses import dataclass
 
 from llava_more.errors import UserError
 
-# Seconds torchrun waits for workers to write their interruption checkpoint before SIGKILL.
+# Seconds torchrun waits for its workers to end (a hang-up, a failed rank) before SIGKILL.
 SHUTDOWN_GRACE_S = 900
-FORWARDED_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+# The signals torchrun handles itself: the stop signals reach it ignored (commands.run_workers).
+TORCHRUN_SIGNALS = "SIGHUP,SIGQUIT"
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ def plan_launch(
     torchrun = [
         python, "-m", "torch.distributed.run",
         f"--nproc-per-node={nproc}",
-        f"--signals-to-handle={FORWARDED_SIGNALS}",
+        f"--signals-to-handle={TORCHRUN_SIGNALS}",
         f"--shutdown-timeout={SHUTDOWN_GRACE_S}",
     ]  # fmt: skip
     if nnodes == 1:

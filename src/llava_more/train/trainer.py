@@ -3,7 +3,10 @@
 Stage 1 trains the projector (template ``plain``), stage 2 the projector and the LLM (the LLM's chat
 template; optionally LoRA); the vision tower never trains. Checkpoints go to ``work_dir`` (which
 outlives failed Snakemake jobs) and the run resumes from the newest complete one; the finished
-model is exported once, atomically, to ``out_dir``.
+model is exported once into ``work_dir``, kept there, and placed at ``out_dir`` atomically by hard
+links (``checkpoints.py``), so a rerun of the same run after its output was deleted trains nothing.
+Every step holds the same samples on any number of devices (``sampler.py``), and a stop request
+(SIGTERM, SIGUSR1, Ctrl-C: ``signals.py``) checkpoints at the next step.
 
 Exactness: the Trainer restores model, optimizer, scheduler and RNG states and skips the batches a
 checkpoint already consumed; the sampler's order depends only on (seed, epoch). A run killed at any
@@ -13,30 +16,34 @@ point and resumed ends with the same weights, bit for bit, as an uninterrupted o
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import math
 import os
 import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PrinterCallback, Trainer, TrainingArguments
+from transformers import PreTrainedModel, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.utils import logging as hf_logging
 
 from llava_more.errors import ConfigError, TrainingInterrupted, UserError
 from llava_more.model.varlen_attention import restore_attention, use_varlen_attention
 from llava_more.train.checkpoints import (
-    CompleteCheckpoints,
+    FINAL_DIR,
     checkpoint_dirs,
     find_resume_checkpoint,
+    fingerprint,
+    fingerprint_changes,
+    keep_export,
+    mark_complete,
+    place_export,
     read_marker,
     remove_unusable,
+    reuse_finished,
+    rotate,
 )
 from llava_more.train.config import BatchSplit, TrainConfig, split_batch
 from llava_more.train.dataset import LlavaCollator, LlavaTrainDataset
@@ -45,16 +52,13 @@ from llava_more.train.fused_loss import chunk_rows_for, restore_plain_loss, use_
 from llava_more.train.packing import PackedCollator, training_inputs
 from llava_more.train.progress import PlainLogLines, stdout_is_terminal, tensorboard_callback
 from llava_more.train.sampler import FixedSizeBatches, StepBatches, TokenBudgetBatches
-from llava_more.train.signals import CheckpointOnSignal, StopRequest, stop_on_signals
+from llava_more.train.signals import STOP_FILE_ENV, StopRequest, stop_on_signals
 
 logger = logging.getLogger("llava_more.train")
 
 INTERRUPTED_MARKER = "INTERRUPTED"
 STAGE1_TEMPLATE = "plain"
 ONE_ROW = 1 << 40  # a packed-row budget no micro-batch reaches
-# Fields that do not change what a step computes: a checkpoint written with other values still
-# resumes (an out-of-memory stage, say, can be resumed with fused_loss switched on).
-RUN_ONLY_FIELDS = ("num_workers", "keep_checkpoints", "logging_steps", "save_every_steps", "fused_loss")
 
 
 class LlavaTrainer(Trainer):
@@ -170,24 +174,6 @@ def training_arguments(cfg: TrainConfig, work_dir: Path, split: BatchSplit) -> T
     )
 
 
-def _file_identity(path: Path) -> list[int]:
-    stat = path.stat()
-    return [stat.st_size, stat.st_mtime_ns]
-
-
-def fingerprint(stage: int, cfg: TrainConfig, data_json: Path, init_dir: Path) -> dict[str, Any]:
-    """What a checkpoint must share with this run to be resumed by it: stage, recipe, data file and
-    initial weights (a rerun of stage 1 makes stage 2's old checkpoints stale)."""
-    recipe = {k: v for k, v in asdict(cfg).items() if k not in RUN_ONLY_FIELDS}
-    data = {"path": str(data_json.resolve()), "file": _file_identity(data_json)}
-    init = {
-        "path": str(init_dir.resolve()),
-        "files": {p.name: _file_identity(p) for p in sorted(init_dir.glob("*.safetensors"))},
-    }
-    digest = hashlib.sha256(json.dumps([stage, recipe, data, init], sort_keys=True).encode())
-    return {"stage": stage, "recipe": recipe, "data": data, "init": init, "digest": digest.hexdigest()[:16]}
-
-
 def choose_checkpoint(work_dir: Path, expected: dict[str, Any], is_main: bool) -> Path | None:
     """The newest complete checkpoint of this very run, or None to start from the initial model.
 
@@ -198,13 +184,7 @@ def choose_checkpoint(work_dir: Path, expected: dict[str, Any], is_main: bool) -
     if checkpoint is not None:
         written = read_marker(checkpoint).get("fingerprint", {})
         if written.get("digest") != expected["digest"]:
-            changed = [
-                key for key in ("stage", "recipe", "data", "init") if written.get(key) != expected.get(key)
-            ]
-            changed += sorted(
-                f"recipe.{key}" for key in set(written.get("recipe", {})) | set(expected["recipe"])
-                if written.get("recipe", {}).get(key) != expected["recipe"].get(key)
-            )  # fmt: skip
+            changed = fingerprint_changes(written, expected)
             if is_main:
                 stale = (
                     work_dir
@@ -271,6 +251,55 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
+# ---------------------------------------------------------------------------- callbacks
+
+
+class CompleteCheckpoints(TrainerCallback):
+    """After the Trainer saved ``checkpoint-<step>``: wait for all ranks, mark it complete, rotate."""
+
+    def __init__(self, work_dir: str | Path, keep: int, info: dict[str, Any]):
+        self.work_dir = Path(work_dir)
+        self.keep = keep
+        self.info = info
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = self.work_dir / f"checkpoint-{state.global_step}"
+        _barrier()  # every rank has written its RNG state / DeepSpeed shard
+        if state.is_world_process_zero:
+            mark_complete(folder, {**self.info, "global_step": state.global_step})
+            rotate(self.work_dir, self.keep)
+            logger.info("checkpoint %s complete", folder)
+        _barrier()  # nobody runs ahead into a folder that is being rotated
+        return control
+
+
+class CheckpointOnStop(TrainerCallback):
+    """At each optimizer step end: if any rank was asked to stop, save and stop training."""
+
+    def __init__(self, request: StopRequest):
+        self.request = request
+        self.stopped_at_step: int | None = None
+        stop_file = os.environ.get(STOP_FILE_ENV)
+        self.stop_file = Path(stop_file) if stop_file else None
+
+    def _any_rank_requested(self, device: torch.device) -> bool:
+        if self.stop_file is not None and self.request.signal_name is None and self.stop_file.is_file():
+            self.request.set_from_file(self.stop_file)
+        flag = torch.tensor([1.0 if self.request.signal_name else 0.0], device=device)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._any_rank_requested(args.device):
+            if self.request.signal_name is None:
+                self.request.signal_name = "a stop signal on another rank"
+            control.should_save = True
+            control.should_training_stop = True
+            self.stopped_at_step = state.global_step
+        return control
+
+
 # ---------------------------------------------------------------------------- export
 
 
@@ -298,7 +327,6 @@ def export_bundle(trainer: Trainer, bundle: Any, out_dir: Path) -> None:
                 # as for a model that was built rather than loaded.
                 final._weight_conversions = None
             save_bundle(out_dir, final, bundle.tokenizer, bundle.image_processor, bundle.meta)
-            logger.info("exported the stage's model to %s", out_dir)
     _barrier()
 
 
@@ -316,8 +344,10 @@ def train_stage(
 ) -> None:
     """Train one stage from the bundle ``init_dir`` and export the result to ``out_dir``.
 
-    Resumes from the newest complete checkpoint in ``work_dir``. On SIGTERM/SIGUSR1 it saves a
-    checkpoint at the next optimizer step and raises ``TrainingInterrupted`` (the CLI exits 75).
+    Resumes from the newest complete checkpoint in ``work_dir``; when ``work_dir`` keeps the finished
+    model of this very run (same fingerprint), places it at ``out_dir`` without training. On SIGTERM,
+    SIGUSR1 or SIGINT it saves a checkpoint at the next optimizer step and raises
+    ``TrainingInterrupted`` (the CLI exits 75); a second SIGINT ends the process at once.
     """
     from llava_more.data import LlavaJsonDataset
     from llava_more.model import load_bundle
@@ -330,9 +360,12 @@ def train_stage(
 
     if not stdout_is_terminal():  # SLURM logs: no progress bars for loading and saving weights
         hf_logging.disable_progress_bar()
-    request = StopRequest()
-    with stop_on_signals(request):
+    with stop_on_signals() as request:
         world_size = world_size_from_env()
+        expected = fingerprint(stage, cfg, data_json, init_dir)
+        # A launcher has looked for the kept export before it started the workers.
+        if world_size == 1 and reuse_finished(work_dir, out_dir, expected):
+            return
         split = split_batch(cfg.global_batch, cfg.per_device_batch, world_size)
         args = training_arguments(cfg, work_dir, split)  # also sets up the process group
         if cfg.deepspeed != "none":
@@ -356,7 +389,6 @@ def train_stage(
                 f"{init_dir}: the bundle's tokenizer has no pad token; rebuild it with apply_template()"
             )
 
-        expected = fingerprint(stage, cfg, data_json, init_dir)
         with args.main_process_first(desc="dataset scan and checkpoint choice"):
             dataset = LlavaTrainDataset(
                 LlavaJsonDataset(data_json, image_root),
@@ -405,7 +437,7 @@ def train_stage(
                     "LM head and loss: fused, chunked (%d positions per chunk)",
                     chunk_rows_for(bundle.model.config.get_text_config().vocab_size),
                 )
-        on_signal = CheckpointOnSignal(request)
+        on_signal = CheckpointOnStop(request)
         callbacks = [
             CompleteCheckpoints(work_dir, cfg.keep_checkpoints, {"fingerprint": expected}),
             on_signal,
@@ -439,8 +471,11 @@ def train_stage(
             )
         restore_attention(bundle.model, replaced_attention)
         restore_plain_loss(bundle.model)
-        export_bundle(trainer, bundle, out_dir)
+        staged = work_dir / f"{FINAL_DIR}.new"
+        export_bundle(trainer, bundle, staged)
         if is_main:
-            # The exported bundle is the result; a later rerun must train again rather than resume it.
+            place_export(keep_export(staged, work_dir, expected), out_dir)
+            logger.info("the stage's model is at %s (kept in %s for a rerun)", out_dir, work_dir / FINAL_DIR)
+            # The kept export serves a rerun of this run from now on; the checkpoints are done with.
             for _, folder in checkpoint_dirs(work_dir):
                 shutil.rmtree(folder, ignore_errors=True)
