@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "llava_more_complete.json"
 FINAL_DIR = "final"
+INTERRUPTED_MARKER = "INTERRUPTED"  # written when a stop request ended the run (the launcher then exits 75)
 # Fields that do not change what a step computes: a checkpoint written with other values still
 # resumes (an out-of-memory stage, say, can be resumed with fused_loss switched on).
 RUN_ONLY_FIELDS = ("num_workers", "keep_checkpoints", "logging_steps", "save_every_steps", "fused_loss")

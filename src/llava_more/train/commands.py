@@ -135,25 +135,34 @@ def run_workers(command: list[str], stop_file: Path, *, clear: bool) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from llava_more.train.launch import plan_launch, visible_accelerators
+    from llava_more.train.checkpoints import fingerprint, reuse_finished
+    from llava_more.train.launch import is_launched
     from llava_more.train.work_lock import exclusive_work_dir
 
     cfg = load_config(args)
-    plan = plan_launch(
+    if is_launched(os.environ):  # a torchrun worker or one node's task: the outermost process holds the lock
+        return _run_stage(args, cfg, _plan(args, cfg), outermost=False)
+    with exclusive_work_dir(args.work_dir) as waited:
+        if waited and Path(args.out).exists():
+            logger.info("%s was written by the run this one waited for; nothing left to do", args.out)
+            return 0
+        # Before anything heavy starts: a rerun of a finished run takes seconds.
+        expected = fingerprint(args.stage, cfg, Path(args.data), Path(args.init))
+        if reuse_finished(Path(args.work_dir), Path(args.out), expected):
+            return 0
+        return _run_stage(args, cfg, _plan(args, cfg), outermost=True)
+
+
+def _plan(args: argparse.Namespace, cfg: TrainConfig) -> LaunchPlan:
+    from llava_more.train.launch import plan_launch, visible_accelerators
+
+    return plan_launch(
         worker_argv(args),
         os.environ,
         local_devices=visible_accelerators(),
         needs_process_group=cfg.deepspeed != "none",
         nproc_per_node=args.nproc_per_node,
     )
-    if plan.mode == "worker" or (plan.mode == "torchrun" and plan.nnodes > 1):
-        # started by torchrun, or one node's torchrun under srun: the job's outermost process holds the lock
-        return _run_stage(args, cfg, plan, outermost=False)
-    with exclusive_work_dir(args.work_dir) as waited:
-        if waited and Path(args.out).exists():
-            logger.info("%s was written by the run this one waited for; nothing left to do", args.out)
-            return 0
-        return _run_stage(args, cfg, plan, outermost=True)
 
 
 def _run_stage(args: argparse.Namespace, cfg: TrainConfig, plan: LaunchPlan, *, outermost: bool) -> int:
@@ -165,20 +174,15 @@ def _run_stage(args: argparse.Namespace, cfg: TrainConfig, plan: LaunchPlan, *, 
             try:
                 train_stage(args.stage, args.init, args.data, args.image_root, args.out, args.work_dir, cfg)
             except TrainingInterrupted:
-                if STOP_FILE_ENV not in os.environ:
+                if plan.mode != "worker" or STOP_FILE_ENV not in os.environ:
                     raise
                 # The launcher reports the stop (exit 75); torchrun would call a non-zero exit a failure.
                 return 0
         return 0
 
-    from llava_more.train.checkpoints import fingerprint, reuse_finished
-    from llava_more.train.trainer import INTERRUPTED_MARKER
+    from llava_more.train.checkpoints import INTERRUPTED_MARKER
 
-    work_dir, out_dir = Path(args.work_dir), Path(args.out)
-    if outermost and reuse_finished(
-        work_dir, out_dir, fingerprint(args.stage, cfg, Path(args.data), Path(args.init))
-    ):
-        return 0
+    work_dir = Path(args.work_dir)
     logger.info("launching %s: %s", plan.description, " ".join(plan.command))
     marker = work_dir / INTERRUPTED_MARKER
     if outermost:

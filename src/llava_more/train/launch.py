@@ -85,6 +85,26 @@ def rendezvous_port(env: Mapping[str, str], base: int = 29500) -> int:
     return base + int(job) % 20000 if job.isdigit() else base
 
 
+def slurm_nodes(env: Mapping[str, str]) -> int:
+    """Nodes of this SLURM job (1 outside SLURM)."""
+    if "SLURM_JOB_ID" not in env or "SLURM_JOB_NODELIST" not in env:
+        return 1
+    return int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1)
+
+
+def is_node_task(env: Mapping[str, str]) -> bool:
+    """Whether this is srun's task on one node of a multi-node job (SLURM_STEP_NUM_TASKS exists only
+    inside srun)."""
+    nnodes = slurm_nodes(env)
+    return nnodes > 1 and env.get("SLURM_STEP_NUM_TASKS") == str(nnodes) and "SLURM_NODEID" in env
+
+
+def is_launched(env: Mapping[str, str]) -> bool:
+    """Whether a launch command started this process (a torchrun worker, or srun's task on a node),
+    as opposed to the job's outermost ``llava-more train``."""
+    return ("RANK" in env and "WORLD_SIZE" in env) or is_node_task(env)
+
+
 def plan_launch(
     cli_args: Sequence[str],
     env: Mapping[str, str],
@@ -105,7 +125,7 @@ def plan_launch(
         return LaunchPlan("worker", 1, world, None, f"worker rank {env['RANK']} of {world}")
 
     in_slurm = "SLURM_JOB_ID" in env and "SLURM_JOB_NODELIST" in env
-    nnodes = int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1) if in_slurm else 1
+    nnodes = slurm_nodes(env)
     gpus = slurm_gpus_per_node(env) if in_slurm else None
     nproc = nproc_per_node or gpus or local_devices or 1
     if nnodes == 1 and nproc == 1 and not needs_process_group:
@@ -123,7 +143,7 @@ def plan_launch(
         return LaunchPlan("torchrun", 1, nproc, command, f"torchrun: 1 node x {nproc} process(es)")
 
     # Several nodes: one task per node must exist first. SLURM_STEP_NUM_TASKS is set only inside srun.
-    in_step_per_node = env.get("SLURM_STEP_NUM_TASKS") == str(nnodes) and "SLURM_NODEID" in env
+    in_step_per_node = is_node_task(env)
     master = expand_nodelist(env["SLURM_JOB_NODELIST"])[0]
     if not in_step_per_node:
         command = [

@@ -33,6 +33,7 @@ from llava_more.errors import ConfigError, TrainingInterrupted, UserError
 from llava_more.model.varlen_attention import restore_attention, use_varlen_attention
 from llava_more.train.checkpoints import (
     FINAL_DIR,
+    INTERRUPTED_MARKER,
     checkpoint_dirs,
     find_resume_checkpoint,
     fingerprint,
@@ -56,7 +57,6 @@ from llava_more.train.signals import STOP_FILE_ENV, StopRequest, stop_on_signals
 
 logger = logging.getLogger("llava_more.train")
 
-INTERRUPTED_MARKER = "INTERRUPTED"
 STAGE1_TEMPLATE = "plain"
 ONE_ROW = 1 << 40  # a packed-row budget no micro-batch reaches
 
