@@ -111,7 +111,7 @@ def test_a_kept_model_serves_only_its_own_run(tmp_path, caplog):
 
     # another recipe (the output deleted, as Snakemake does before a job)
     other = train(lr=1e-3)
-    assert "is the model of another run (recipe, recipe.lr differ): training this one" in other
+    assert "replacing the model kept from another run (recipe, recipe.lr differ)" in other
     assert "step 2/2" in other and tree_digest(out) != weights
     assert read_marker(work / FINAL_DIR)["fingerprint"]["digest"] != digest  # replaced, not kept beside it
     assert sorted(p.name for p in work.iterdir() if "final" in p.name) == [FINAL_DIR]
@@ -119,4 +119,4 @@ def test_a_kept_model_serves_only_its_own_run(tmp_path, caplog):
     # the same recipe on rewritten data trains again too
     records = json.loads(data.read_text())
     data.write_text(json.dumps(records[::-1]))
-    assert "(data differ)" in train(lr=1e-3)
+    assert "another run (data differ)" in train(lr=1e-3)

@@ -181,6 +181,12 @@ def keep_export(staged: Path, work_dir: Path, expected: dict[str, Any]) -> Path:
     final = work_dir / FINAL_DIR
     previous = work_dir / f".{FINAL_DIR}.previous-{os.getpid()}"
     if final.exists():
+        if check_complete(final) is None:
+            written = read_marker(final).get("fingerprint", {})
+            logger.info(
+                "%s: replacing the model kept from another run (%s differ)",
+                final, ", ".join(fingerprint_changes(written, expected)) or "fingerprint",
+            )  # fmt: skip
         final.rename(previous)
     staged.rename(final)
     shutil.rmtree(previous, ignore_errors=True)
@@ -218,18 +224,10 @@ def reusable_export(work_dir: Path, expected: dict[str, Any]) -> Path | None:
     final = Path(work_dir) / FINAL_DIR
     if not final.is_dir():
         return None
-    problem = check_complete(final)
-    if problem is not None:
-        logger.warning("%s cannot be reused: %s", final, problem)
+    if check_complete(final) is not None:  # cut short (or truncated since): this run trains
         return None
-    written = read_marker(final).get("fingerprint", {})
-    if written.get("digest") != expected["digest"]:
-        logger.info(
-            "%s is the model of another run (%s differ): training this one",
-            final, ", ".join(fingerprint_changes(written, expected)) or "fingerprint",
-        )  # fmt: skip
-        return None
-    return final
+    # Another run's model (other recipe, data or initial model) stays until this run's replaces it.
+    return final if read_marker(final).get("fingerprint", {}).get("digest") == expected["digest"] else None
 
 
 def reuse_finished(work_dir: Path, out_dir: Path, expected: dict[str, Any]) -> bool:

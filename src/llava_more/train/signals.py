@@ -2,11 +2,11 @@
 
 Three signals ask a training to stop: SIGTERM (SLURM, before a time limit or on preemption),
 SIGUSR1 (``--signal=USR1@T``) and SIGINT (Ctrl-C). The handler only sets a flag; at the next step
-boundary every rank agrees (``checkpoints.CheckpointOnStop``: one all-reduce, so ranks that missed
-the request stop too), the Trainer saves a checkpoint and stops, and ``train_stage`` raises
-``TrainingInterrupted`` (exit 75: requeue). A second SIGINT while the first is pending stops the process at once, without a
-checkpoint (the next start resumes from the last complete one), as a second Ctrl-C does in most
-tools.
+boundary every rank agrees (``trainer.CheckpointOnStop``: one all-reduce, so ranks that missed the
+request stop too), the Trainer saves a checkpoint and stops, and ``train_stage`` raises
+``TrainingInterrupted`` (exit 75: requeue). A SIGINT while a stop is pending ends the process at
+once, without a checkpoint (the next start resumes from the last complete one), as a second Ctrl-C
+does in most tools.
 
 Processes started by ``llava-more train``'s launcher (torchrun's workers) also look for the stop
 file named in ``STOP_FILE_ENV``: the launcher writes it when it is asked to stop, instead of passing
