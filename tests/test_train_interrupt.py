@@ -96,7 +96,9 @@ def assert_clean_stop(log: str, returncode: int, work: Path) -> int:
     return stopped_at
 
 
-@pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "torchrun-2"])
+@pytest.mark.parametrize(
+    "processes", [1, pytest.param(2, marks=pytest.mark.slow)], ids=["one-process", "torchrun-2"]
+)
 def test_ctrl_c_checkpoints_exits_75_and_the_rerun_resumes_to_the_same_weights(setup, processes):
     root = setup["root"] / f"ctrl-c-{processes}"
     root.mkdir()
@@ -132,7 +134,9 @@ def test_ctrl_c_checkpoints_exits_75_and_the_rerun_resumes_to_the_same_weights(s
             )
 
 
-@pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "torchrun-2"])
+@pytest.mark.parametrize(
+    "processes", [1, pytest.param(2, marks=pytest.mark.slow)], ids=["one-process", "torchrun-2"]
+)
 def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(setup, processes):
     root = setup["root"] / f"twice-{processes}"
     root.mkdir()
