@@ -1,9 +1,9 @@
 """What a stage's work dir holds: resumable checkpoints and the finished model, and who may use them.
 
 The HF Trainer writes ``checkpoint-<step>/`` file by file (model, optimizer, scheduler, RNG states,
-DeepSpeed shards), so a job killed while saving leaves a half-written folder. ``CompleteCheckpoints``
-(a Trainer callback) writes ``COMPLETE_MARKER`` into the folder only after every rank finished
-writing; the marker lists each file with its size, so a folder whose marker is missing or whose
+DeepSpeed shards), so a job killed while saving leaves a half-written folder. A Trainer callback
+(``trainer.CompleteCheckpoints``) writes ``COMPLETE_MARKER`` into the folder only after every rank
+finished writing; the marker lists each file with its size, so a folder whose marker is missing or whose
 files were truncated afterwards is recognised as broken, skipped with a warning, and the previous
 complete checkpoint is used. A checkpoint serves only the run that wrote it: the marker records
 the run's ``fingerprint`` (stage, recipe, data, initial model).
