@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return REQUEUE_EXIT_CODE
+    except KeyboardInterrupt:  # Ctrl-C where a command does not handle it itself (training does)
+        print(f"llava-more {args.command}: interrupted", file=sys.stderr)
+        return 130
     return int(result or 0)
 
 
