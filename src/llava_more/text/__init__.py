@@ -1,22 +1,25 @@
 """Chat templates, the locally trained demo tokenizer and loss masks.
 
 Public API (see docs/ARCHITECTURE.md): ``IMAGE_TOKEN``, ``get_template``, ``train_demo_tokenizer``,
-``apply_template``, ``encode_conversation``, ``generation_prompt``.
+``apply_template``, ``encode_conversation``, ``generation_prompt``; ``encode_prompt`` (generation
+prompts as token ids, for inference); ``audit`` (the loss-mask audit before training).
 """
 
 from llava_more.text.encode import (
     IGNORE_INDEX,
-    RenderedConversation,
+    EncodedPrompt,
     SampleTooLong,
     encode_conversation,
+    encode_prompt,
     generation_prompt,
-    render_conversation,
-    to_messages,
+    resolve_template,
 )
+from llava_more.text.render import RenderedConversation, render_conversation, to_messages
 from llava_more.text.templates import (
     IMAGE_TOKEN,
     NO_SYSTEM_SUFFIX,
     TEMPLATE_IDS,
+    TOKENIZER_TEMPLATE_ID,
     ChatTemplate,
     get_template,
     without_system,
@@ -28,14 +31,18 @@ __all__ = [
     "IMAGE_TOKEN",
     "NO_SYSTEM_SUFFIX",
     "TEMPLATE_IDS",
+    "TOKENIZER_TEMPLATE_ID",
     "ChatTemplate",
+    "EncodedPrompt",
     "RenderedConversation",
     "SampleTooLong",
     "apply_template",
     "encode_conversation",
+    "encode_prompt",
     "generation_prompt",
     "get_template",
     "render_conversation",
+    "resolve_template",
     "to_messages",
     "train_demo_tokenizer",
     "without_system",
