@@ -130,7 +130,9 @@ def test_a_template_without_generation_markers_gets_the_same_masks_derived(demo_
     for with_image in (True, False):
         conversation = three_turns(with_image, system="Kurz. 短く。")
         derived = encode_conversation(tokenizer, conversation, unmarked, num_image_tokens=4, max_length=None)
-        assert derived == encode_conversation(tokenizer, conversation, marked, num_image_tokens=4, max_length=None)
+        assert derived == encode_conversation(
+            tokenizer, conversation, marked, num_image_tokens=4, max_length=None
+        )
 
 
 def test_a_template_that_writes_more_than_the_reply_is_refused(demo_tokenizer):
@@ -140,7 +142,9 @@ def test_a_template_that_writes_more_than_the_reply_is_refused(demo_tokenizer):
     chatty = dataclasses.replace(
         llama,
         id="llama3.1-chatty",
-        jinja=llama.jinja.replace("{%- generation -%}", "{{- 'Sure! ' -}}").replace("{%- endgeneration -%}", ""),
+        jinja=llama.jinja.replace("{%- generation -%}", "{{- 'Sure! ' -}}").replace(
+            "{%- endgeneration -%}", ""
+        ),
     )
     with pytest.raises(ConfigError, match="not the reply followed by"):
         encode_conversation(tokenizer, three_turns(True), chatty, num_image_tokens=4, max_length=None)
@@ -274,10 +278,16 @@ def test_an_image_token_spelled_by_a_question_stays_text(demo_tokenizer):
     tokenizer = apply_template(demo_tokenizer, "llama3.1")
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     prompt = encode_prompt(
-        tokenizer, "llama3.1", [{"role": "user", "content": f"{IMAGE_TOKEN}\nWhat?"}], images=1, num_image_tokens=3
+        tokenizer,
+        "llama3.1",
+        [{"role": "user", "content": f"{IMAGE_TOKEN}\nWhat?"}],
+        images=1,
+        num_image_tokens=3,
     )
     assert prompt.input_ids.count(image_id) == 3  # the one image slot, expanded; the spelled one is text
-    plain = encode_prompt(tokenizer, "llama3.1", [{"role": "user", "content": "What?"}], images=1, num_image_tokens=3)
+    plain = encode_prompt(
+        tokenizer, "llama3.1", [{"role": "user", "content": "What?"}], images=1, num_image_tokens=3
+    )
     assert len(prompt.input_ids) > len(plain.input_ids)
     assert tokenizer.decode(prompt.input_ids).count(IMAGE_TOKEN) == 4
 

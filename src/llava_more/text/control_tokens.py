@@ -95,7 +95,11 @@ def tokenize_rendered(
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = list(encoding["input_ids"]), [tuple(o) for o in encoding["offset_mapping"]]
     special = _special_ids(tokenizer)
-    forged = [i for i, (t, o) in enumerate(zip(ids, offsets, strict=True)) if t in special and _inside(o, text_spans)]
+    forged = [
+        i
+        for i, (t, o) in enumerate(zip(ids, offsets, strict=True))
+        if t in special and _inside(o, text_spans)
+    ]
     if not forged:
         return TokenizedText(ids, offsets)
 
@@ -124,7 +128,9 @@ def tokenize_rendered(
 
 @cache
 def _known_markers() -> tuple[str, ...]:
-    markers = [t for t in (*all_special_tokens(), *_OTHER_FAMILIES) if t not in (IMAGE_TOKEN, FALLBACK_PAD_TOKEN)]
+    markers = [
+        t for t in (*all_special_tokens(), *_OTHER_FAMILIES) if t not in (IMAGE_TOKEN, FALLBACK_PAD_TOKEN)
+    ]
     return tuple(sorted(set(markers), key=len, reverse=True))
 
 

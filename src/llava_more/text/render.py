@@ -6,8 +6,9 @@ A rendered conversation is the template's text plus two kinds of character spans
   template (role headers, BOS, end-of-turn markers, the image slot): only there may a special token
   be read as a control token; inside, a string that spells one is ordinary text
   (``llava_more.text.control_tokens``).
-- ``reply_spans``: what is supervised, each exactly one assistant reply plus its end-of-turn (with the
-  whitespace a template puts between the generation prompt and the reply, e.g. Vicuna's space).
+- ``reply_spans``: what is supervised, each exactly one assistant reply plus its end-of-turn (after
+  the template's reply prefix: what it writes between the generation prompt and the reply, e.g.
+  Vicuna's space).
 
 Where the text sits is found by rendering the conversation a second time with each message's text
 replaced by a unique sentinel: the template's own output is what surrounds the sentinels. Putting the
@@ -138,8 +139,12 @@ def _sentinel_prefix(turns: Sequence[Turn]) -> str:
 
 
 def _text_spans(
-    tokenizer: PreTrainedTokenizerBase, template: ChatTemplate, turns: Sequence[Turn], text: str,
-    *, generation_prompt: bool,
+    tokenizer: PreTrainedTokenizerBase,
+    template: ChatTemplate,
+    turns: Sequence[Turn],
+    text: str,
+    *,
+    generation_prompt: bool,
 ) -> list[tuple[int, int]]:
     """Where each message's text sits in ``text`` (the render of ``turns``)."""
     prefix = _sentinel_prefix(turns)
@@ -170,9 +175,9 @@ def _text_spans(
 def _check_reply_span(
     template: ChatTemplate, text: str, span: tuple[int, int], reply: str, end_of_turn: str, number: int
 ) -> None:
-    """A supervised span must be whitespace, then exactly the reply, then exactly the end-of-turn."""
+    """A supervised span must be the template's reply prefix, the reply, then exactly the end-of-turn."""
     held = text[span[0] : span[1]]
-    if held.lstrip() != reply + end_of_turn:
+    if held != template.reply_prefix + reply + end_of_turn:
         raise DataError(
             f"chat template {template.id!r}: supervised span {number} is {held!r}, not reply {number} "
             f"({reply!r}) followed by its end-of-turn {end_of_turn!r}"
@@ -206,7 +211,7 @@ def _derived_reply_spans(
         if with_reply[start + lead : end] != turn.text or not with_reply.startswith(end_of_turn, end):
             raise ConfigError(
                 f"chat template {template.id!r}: after the generation prompt it writes "
-                f"{with_reply[start:end + len(end_of_turn) + 10]!r}, not the reply followed by "
+                f"{with_reply[start : end + len(end_of_turn) + 10]!r}, not the reply followed by "
                 f"{end_of_turn!r}; llava-more supervises exactly the reply and its end-of-turn"
             )
         spans.append((start, end + len(end_of_turn)))

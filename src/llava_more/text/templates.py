@@ -75,7 +75,9 @@ class ChatTemplate:
 
 # Prepended to every chat template (built-in or a tokenizer's own); idempotent, marked by its first line.
 ECOSYSTEM_MESSAGES_MARKER = "{#- llava-more: message content as a string or a list of typed parts -#}"
-ECOSYSTEM_MESSAGES = ECOSYSTEM_MESSAGES_MARKER + """
+ECOSYSTEM_MESSAGES = (
+    ECOSYSTEM_MESSAGES_MARKER
+    + """
 {%- set llava_more_messages = namespace(items=[]) -%}
 {%- for message in messages -%}
     {%- if message['content'] is string or message['content'] is none -%}
@@ -96,6 +98,7 @@ ECOSYSTEM_MESSAGES = ECOSYSTEM_MESSAGES_MARKER + """
 {%- endfor -%}
 {%- set messages = llava_more_messages.items -%}
 """
+)
 
 # The template id of a tokenizer's own chat template (resolved with that tokenizer).
 TOKENIZER_TEMPLATE_ID = "tokenizer"
