@@ -126,9 +126,7 @@ def corruptions(encoded):
     yield "a prompt token is supervised", changed(**{str(user): ids[user]})
     yield (
         "a whole reply is unsupervised",
-        [IGNORE_INDEX if last_start <= i < last_end else l for i, l in enumerate(labels)]
-        if len(runs) > 1
-        else [IGNORE_INDEX] * len(labels),
+        [IGNORE_INDEX if last_start <= i < last_end else label for i, label in enumerate(labels)],
     )  # noqa: E741
     yield "everything is supervised", list(ids)
 

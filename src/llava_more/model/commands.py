@@ -100,7 +100,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     init.add_argument("--size", required=True, choices=("tiny", "real"))
     init.add_argument(
-        "--tokenizer", default=None, type=Path, metavar="DIR",
+        "--tokenizer",
+        default=None,
+        type=Path,
+        metavar="DIR",
         help="tokenizer folder (default: the LLM checkpoint's own tokenizer)",
     )
     init.add_argument("--out", required=True, type=Path, metavar="DIR", help="bundle folder to write")
@@ -111,7 +114,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     init.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
     init.add_argument(
-        "--no-system-prompt", action="store_true",
+        "--no-system-prompt",
+        action="store_true",
         help="use the chat template without its default system prompt (template id <id>+no-system)",
     )
     init.set_defaults(func=_init_model)

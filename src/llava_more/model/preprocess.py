@@ -32,7 +32,9 @@ def expand_to_square(image: Image.Image, background: tuple[int, int, int]) -> Im
     return canvas
 
 
-def pixel_values(image_processor: Any, images: Sequence[Image.Image], aspect_ratio: str = "pad") -> torch.Tensor:
+def pixel_values(
+    image_processor: Any, images: Sequence[Image.Image], aspect_ratio: str = "pad"
+) -> torch.Tensor:
     """A batch of RGB ``images`` as the model's pixel values, under ``aspect_ratio`` (pad | square)."""
     if aspect_ratio not in ASPECT_RATIOS:
         raise ValueError(f"image_aspect_ratio={aspect_ratio!r}: expected one of {', '.join(ASPECT_RATIOS)}")

@@ -294,6 +294,20 @@ def without_system(template: ChatTemplate) -> ChatTemplate:
     )
 
 
+def with_default_system(template: ChatTemplate, system: str) -> ChatTemplate:
+    """``template`` with ``system`` as its default system prompt, recorded as the tokenizer's own
+    template (``TOKENIZER_TEMPLATE_ID``): a bundle saves the changed template with its tokenizer."""
+    header = f"{{%- set default_system = {_jinja_literal(template.default_system)} -%}}\n"
+    if header not in template.jinja:
+        raise ConfigError(f"chat template {template.id!r} does not set its system prompt in a header line")
+    return replace(
+        template,
+        id=TOKENIZER_TEMPLATE_ID,
+        default_system=system,
+        jinja=template.jinja.replace(header, f"{{%- set default_system = {_jinja_literal(system)} -%}}\n", 1),
+    )
+
+
 def all_special_tokens() -> list[str]:
     """Every special token any template uses, plus the image and fallback pad tokens (stable order)."""
     tokens = [FALLBACK_PAD_TOKEN, IMAGE_TOKEN]

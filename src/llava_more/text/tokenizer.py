@@ -92,7 +92,7 @@ def _ensure_special_tokens(tokenizer: PreTrainedTokenizerBase, tokens: Iterable[
 
 
 def apply_template(
-    tokenizer: PreTrainedTokenizerBase, template_id: str | ChatTemplate
+    tokenizer: PreTrainedTokenizerBase, template_id: str | ChatTemplate, *, pad_token: str | None = None
 ) -> PreTrainedTokenizerBase:
     """A copy of ``tokenizer`` configured for one LLM family (the input is left untouched).
 
@@ -103,6 +103,7 @@ def apply_template(
     with ``vocab_size=len(tokenizer)``. For ``plain`` only the chat template is set (it uses the
     tokenizer's own BOS/EOS). ``template_id`` may also be a ``ChatTemplate`` (e.g. another tokenizer's
     own, from ``llava_more.text.tokenizer_template``), or ``tokenizer`` for this tokenizer's own.
+    ``pad_token`` (an LLM's declared pad token) wins over the choice above when it differs from EOS.
     """
     template = template_id if isinstance(template_id, ChatTemplate) else get_template(template_id, tokenizer)
     configured = copy.deepcopy(tokenizer)
@@ -114,7 +115,9 @@ def apply_template(
     configured.bos_token = template.bos_token
     configured.eos_token = template.end_of_turn
     vocab = configured.get_vocab()
-    if configured.pad_token is not None and configured.pad_token != configured.eos_token:
+    if pad_token is not None and pad_token != configured.eos_token:
+        pad = pad_token
+    elif configured.pad_token is not None and configured.pad_token != configured.eos_token:
         pad = configured.pad_token
     elif template.pad_token is not None and template.pad_token in vocab:
         pad = template.pad_token
