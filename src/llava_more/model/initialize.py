@@ -10,12 +10,12 @@ import torch
 from transformers import AutoTokenizer, LlavaForConditionalGeneration, PreTrainedTokenizerBase
 
 from llava_more.errors import UserError
-from llava_more.text.templates import ChatTemplate
 from llava_more.model.builder import build_llava, build_llava_from_pretrained
 from llava_more.model.bundle import BundleMeta, save_bundle
 from llava_more.model.llm import LLMSpec, get_llm
 from llava_more.model.llm.base import check_size
 from llava_more.model.vision import get_vision
+from llava_more.text.templates import ChatTemplate
 
 log = logging.getLogger(__name__)
 
