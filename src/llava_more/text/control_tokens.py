@@ -15,9 +15,10 @@ place). Text without such strings is tokenized exactly as ``tokenizer(text)`` do
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 from tokenizers import AddedToken, Tokenizer
 from transformers import PreTrainedTokenizerBase
@@ -134,16 +135,38 @@ def _known_markers() -> tuple[str, ...]:
     return tuple(sorted(set(markers), key=len, reverse=True))
 
 
+@cache
+def _spelling_pattern(extra: tuple[str, ...]) -> re.Pattern[str]:
+    markers = sorted({*_known_markers(), *extra} - {IMAGE_TOKEN}, key=len, reverse=True)
+    return re.compile("|".join(re.escape(m) for m in markers) + "|" + _MARKER_PATTERN.pattern)
+
+
 def spelled_control_tokens(texts: Iterable[str], extra: Iterable[str] = ()) -> list[str]:
     """The control-token strings (of any chat family, plus ``extra``) that ``texts`` spell, in order.
 
     ``<image>`` is not among them: in LLaVA data it marks where the image goes.
     """
-    markers = sorted({*_known_markers(), *extra} - {IMAGE_TOKEN}, key=len, reverse=True)
-    pattern = re.compile("|".join(re.escape(m) for m in markers) + "|" + _MARKER_PATTERN.pattern)
+    pattern = _spelling_pattern(tuple(extra))
     found: list[str] = []
     for text in texts:
         for match in pattern.finditer(text):
             if match.group() not in found:
                 found.append(match.group())
+    return found
+
+
+def records_spelling_control_tokens(records: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Record id -> the control-token strings its turns spell, for the records that spell any.
+
+    Such records train correctly (their text stays text), but a dataset holding them was likely
+    scraped from chat logs or built by a buggy converter: validation reports them.
+    """
+    found: dict[str, list[str]] = {}
+    for index, record in enumerate(records):
+        turns = record.get("conversations") or []
+        spelled = spelled_control_tokens(
+            str(turn.get("value", "")) for turn in turns if isinstance(turn, Mapping)
+        )
+        if spelled:
+            found[str(record.get("id", f"index {index}"))] = spelled
     return found
