@@ -20,6 +20,37 @@ def count_parameters(modules: Iterable[nn.Module]) -> int:
     return sum(seen.values())
 
 
+def describe_backbone(kind: str, backbone_id: str) -> dict:
+    """One record per backbone (``kind`` "llm" or "vision"): where it comes from, its family and its
+    real-size parameter count (built on the meta device)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from llava_more.model.llm import get_llm
+
+    spec = get_llm(backbone_id) if kind == "llm" else get_vision(backbone_id)
+    with torch.device("meta"):
+        if kind == "llm":
+            model = AutoModelForCausalLM.from_config(spec.config("real"))
+        else:
+            model = spec.model_class(spec.config("real"))
+    record = {
+        "id": spec.id,
+        "kind": kind,
+        "origin": "declared" if spec.declared else "built-in",
+        "source": spec.source,
+        "family": spec.family,
+        "params": count_parameters([model]),
+    }
+    if kind == "llm":
+        from llava_more.text.templates import TOKENIZER_TEMPLATE_ID
+
+        record["template"] = spec.template or TOKENIZER_TEMPLATE_ID
+    else:
+        record.update(image_tokens=spec.image_tokens("real"), prefix_tokens=spec.num_prefix_tokens)
+    return record
+
+
 def pair_id(llm_id: str, vision_id: str, s2: bool) -> str:
     return f"{llm_id}_{vision_id}" + ("_s2" if s2 else "")
 

@@ -108,6 +108,13 @@ def template_from_tokenizer(
     scaffold = full.replace(question, "").replace(reply, "") + with_system.text.replace(system_text, "")
     used = tuple(s for s in specials if s in scaffold)
     bos = tokenizer.bos_token if tokenizer.bos_token and full.startswith(tokenizer.bos_token) else None
+    # The assistant header: what the generation prompt adds; a template that writes it after every user
+    # turn anyway (Phi-3's) has it after the user's end-of-turn.
+    without = render_turns(tokenizer, [user], draft, generation_prompt=False, supervise=False).text
+    header = prompt[len(without) :] if prompt.startswith(without) else ""
+    if not header:
+        header = prompt[prompt.index(question) + len(question) :]
+        header = header.removeprefix(end_of_turn).lstrip() if header.startswith(end_of_turn) else header
     eos = tokenizer.eos_token
     return ChatTemplate(
         id=TOKENIZER_TEMPLATE_ID,
@@ -119,7 +126,7 @@ def template_from_tokenizer(
         default_system=system_prompt,
         has_system_role=has_system,
         reply_prefix=prefix,
-        assistant_header=prompt[prompt.index(question) + len(question) :],
+        assistant_header=header,
         pad_token=tokenizer.pad_token if tokenizer.pad_token not in (None, end_of_turn) else None,
         special_tokens=used,
     )
