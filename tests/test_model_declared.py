@@ -280,3 +280,60 @@ def test_a_tokenizer_without_a_chat_template_needs_a_declared_one(folders):
     bare = AutoTokenizer.from_pretrained(folders["llama3.2-1b"])
     with pytest.raises(ConfigError, match="has no chat template; give the LLM one of the built-in templates"):
         template_from_tokenizer(bare, name="the Llama-3 tokenizer")
+
+
+# ---------------------------------------------------------------------------------------------- the demo path
+@pytest.mark.slow
+def test_declared_pairs_train_export_and_evaluate_through_the_pipeline(folders, tmp_path):
+    """A tiny study of declared backbones (Qwen2 x ViT, Llama-3.2 x CLIP) runs the demo path for real:
+    Snakemake, demo tokenizer with each LLM's own chat template, encoder warm-up, both stages (mask audit
+    first), export, lmms-eval on local tasks, tables."""
+    from tests.workspace import BIN, make_workspace, run
+
+    workspace = make_workspace(tmp_path / "ws")
+    raw = yaml.safe_load((workspace / "params.yaml").read_text())
+    raw["backbones"] = backbones_section(folders)
+    raw["demo_vision"] = {"steps": 20, "seed": 0}
+    raw["studies"] = {
+        **raw["studies"],
+        "declared": {
+            **raw["studies"]["ci"],
+            "eval_samples": 8,
+            "experiments": [
+                {"llm": "qwen2.5-0.5b", "vision": "vit-b-16"},
+                {"llm": "llama3.2-1b", "vision": "clip-l-336"},
+            ],
+            "tables": {"table1_llm": {"pretrain": "ci-lcs"}},
+        },
+    }
+    (workspace / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    run(
+        [str(BIN / "snakemake"), "--profile", "profiles/local", "--cores", "2", "all", "--config", "study=declared"],
+        workspace,
+        timeout=1800,
+    )
+    table = (workspace / "results/declared/tables/table1_llm.csv").read_text()
+    for exp in ("qwen2.5-0.5b_vit-b-16_ci-lcs", "llama3.2-1b_clip-l-336_ci-lcs"):
+        assert exp in table
+        bundle = workspace / f"runs/declared/stage2/{exp}"
+        config = json.loads((bundle / "config.json").read_text())
+        scores = json.loads((workspace / f"results/declared/eval/stage2/{exp}/scores.json").read_text())
+        assert set(scores["columns"]) == {"GQA", "POPE"}
+        meta = json.loads((bundle / "llava_more.json").read_text())
+        assert meta["template"] == ("tokenizer" if exp.startswith("qwen") else "llama3.1+no-system")
+        log = (workspace / f"logs/declared/stage2_{exp}.log").read_text()
+        assert "loss-mask audit:" in log
+    qwen = json.loads((workspace / "runs/declared/stage2/qwen2.5-0.5b_vit-b-16_ci-lcs/config.json").read_text())
+    assert qwen["text_config"]["model_type"] == "qwen2" and qwen["vision_config"]["model_type"] == "vit"
+    assert config["text_config"]["model_type"] == "llama" and config["text_config"]["tie_word_embeddings"]
+
+
+def test_the_readme_says_exactly_which_pairs_are_plain_llava_checkpoints():
+    from llava_more.model.describe import plain_llava_statement
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert plain_llava_statement() in readme
+    # And it is true of the built bundles' classes: one plain pair, one pair of each other kind.
+    assert build_llava("phi4-mini", "dinov2-l-224", size="tiny").config.model_type == "llava"
+    for llm, vision in (("phi4-mini", "dinov2-l-reg-224"), ("gemma2-2b", "clip-l-336"), ("phi-2", "clip-l-336")):
+        assert build_llava(llm, vision, size="tiny").config.model_type == "llava_more"
