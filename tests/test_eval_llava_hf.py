@@ -1,6 +1,6 @@
 """Our bundles speak the ecosystem's message format: on a plain-``llava`` demo bundle, lmms-eval's own
 ``llava_hf`` model (its default chat variant, which sends ``[{"type": "image"}, {"type": "text", ...}]``
-content through ``processor.apply_chat_template``; only ``device_map=cpu`` added, as it needs on a CPU)
+content through ``processor.apply_chat_template``; only the device given: ``device=cpu,device_map=cpu``)
 and our plugin give the same answers on the same local tasks.
 
 The bundle is briefly instruction-tuned so that it answers in a few words and ends its turn, as a
@@ -38,7 +38,9 @@ def trained(tmp_path_factory) -> Path:
     data = root / "instruct"
     generate_demo_instruct(data, 240, seed=3)
     train_demo_tokenizer(read_corpus([data / "data.json"]), root / "tok", vocab_size=600)
-    init_model(LLM, VISION, size="tiny", tokenizer_dir=root / "tok", out_dir=root / "init", system_prompt=False)
+    init_model(
+        LLM, VISION, size="tiny", tokenizer_dir=root / "tok", out_dir=root / "init", system_prompt=False
+    )
     config = TrainConfig(
         epochs=4, global_batch=16, per_device_batch=16, lr=3e-3, warmup_ratio=0.0, max_length=256,
         image_aspect_ratio="pad", save_every_steps=1000, seed=0,
@@ -54,9 +56,18 @@ def _responses(output: Path) -> dict[tuple[str, int], str]:
         assert len(files) == 1, f"{task}: {files}"
         for line in files[0].read_text().splitlines():
             sample = json.loads(line)
-            response = sample["resps"][0]
-            answers[task, sample["doc_id"]] = (response[0] if isinstance(response, list) else response).strip()
+            response = sample["filtered_resps"]
+            answers[task, sample["doc_id"]] = (
+                response[0] if isinstance(response, list) else response
+            ).strip()
     return answers
+
+
+def test_llava_hf_resolves_to_its_chat_variant_by_default():
+    from lmms_eval.models import get_model
+
+    model_class = get_model("llava_hf")
+    assert model_class.__module__ == "lmms_eval.models.chat.llava_hf" and not model_class.is_simple
 
 
 @pytest.mark.slow
@@ -72,16 +83,14 @@ def test_llava_hf_chat_and_our_plugin_give_the_same_answers(trained, tmp_path):
     proc = subprocess.run(
         [
             sys.executable, "-m", "lmms_eval", "--model", "llava_hf",
-            "--model_args", f"pretrained={trained},device_map=cpu",
+            "--model_args", f"pretrained={trained},device=cpu,device_map=cpu",
             "--tasks", ",".join(TASKS), "--include_path", str(bench), "--batch_size", "1",
             "--limit", str(LIMIT), "--log_samples", "--output_path", str(theirs),
         ],
         capture_output=True, text=True, timeout=1200, cwd=tmp_path,
     )  # fmt: skip
     log = proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert proc.returncode == 0, log
-    assert "Error" not in proc.stderr or "Error during evaluation" not in proc.stderr, log
-    assert "resolved as chat" not in log  # lmms-eval picked the chat variant itself (no --force_simple)
+    assert proc.returncode == 0 and "Error during evaluation" not in proc.stdout + proc.stderr, log
 
     our_answers, their_answers = _responses(ours / RAW_DIR), _responses(theirs)
     assert len(our_answers) == len(TASKS) * LIMIT

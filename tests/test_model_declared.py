@@ -299,6 +299,7 @@ def test_declared_pairs_train_export_and_evaluate_through_the_pipeline(folders, 
         "declared": {
             **raw["studies"]["ci"],
             "eval_samples": 8,
+            "eval_untrained": False,
             "experiments": [
                 {"llm": "qwen2.5-0.5b", "vision": "vit-b-16"},
                 {"llm": "llama3.2-1b", "vision": "clip-l-336"},
@@ -308,7 +309,16 @@ def test_declared_pairs_train_export_and_evaluate_through_the_pipeline(folders, 
     }
     (workspace / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     run(
-        [str(BIN / "snakemake"), "--profile", "profiles/local", "--cores", "2", "all", "--config", "study=declared"],
+        [
+            str(BIN / "snakemake"),
+            "--profile",
+            "profiles/local",
+            "--cores",
+            "2",
+            "all",
+            "--config",
+            "study=declared",
+        ],
         workspace,
         timeout=1800,
     )
@@ -323,7 +333,9 @@ def test_declared_pairs_train_export_and_evaluate_through_the_pipeline(folders, 
         assert meta["template"] == ("tokenizer" if exp.startswith("qwen") else "llama3.1+no-system")
         log = (workspace / f"logs/declared/stage2_{exp}.log").read_text()
         assert "loss-mask audit:" in log
-    qwen = json.loads((workspace / "runs/declared/stage2/qwen2.5-0.5b_vit-b-16_ci-lcs/config.json").read_text())
+    qwen = json.loads(
+        (workspace / "runs/declared/stage2/qwen2.5-0.5b_vit-b-16_ci-lcs/config.json").read_text()
+    )
     assert qwen["text_config"]["model_type"] == "qwen2" and qwen["vision_config"]["model_type"] == "vit"
     assert config["text_config"]["model_type"] == "llama" and config["text_config"]["tie_word_embeddings"]
 
@@ -335,5 +347,9 @@ def test_the_readme_says_exactly_which_pairs_are_plain_llava_checkpoints():
     assert plain_llava_statement() in readme
     # And it is true of the built bundles' classes: one plain pair, one pair of each other kind.
     assert build_llava("phi4-mini", "dinov2-l-224", size="tiny").config.model_type == "llava"
-    for llm, vision in (("phi4-mini", "dinov2-l-reg-224"), ("gemma2-2b", "clip-l-336"), ("phi-2", "clip-l-336")):
+    for llm, vision in (
+        ("phi4-mini", "dinov2-l-reg-224"),
+        ("gemma2-2b", "clip-l-336"),
+        ("phi-2", "clip-l-336"),
+    ):
         assert build_llava(llm, vision, size="tiny").config.model_type == "llava_more"

@@ -63,7 +63,9 @@ def plain_llava_statement() -> str:
 
     llms, visions = builtin_llms(), builtin_visions()
     reasons = {
-        (llm, vision): llava_class_reasons(llms[llm].config("real"), visions[vision], None, llms[llm].lm_head_bias)
+        (llm, vision): llava_class_reasons(
+            llms[llm].config("real"), visions[vision], None, llms[llm].lm_head_bias
+        )
         for llm in llms
         for vision in visions
     }
@@ -78,7 +80,10 @@ def plain_llava_statement() -> str:
 
     others = [
         f"`{backbone}` ({own_reasons(backbone)})"
-        for backbone in [*(llm for llm in llms if llm not in plain_llms), *(v for v in visions if v not in plain_visions)]
+        for backbone in [
+            *(llm for llm in llms if llm not in plain_llms),
+            *(v for v in visions if v not in plain_visions),
+        ]
     ]
 
     def listed(ids: list[str]) -> str:

@@ -29,6 +29,7 @@ from llava_more.text.templates import FALLBACK_PAD_TOKEN, IMAGE_TOKEN, all_speci
 # after any control token (not as the start of the text).
 _BOUNDARY = "\ue002llava-more-boundary\ue003"
 _CACHE_ATTRIBUTE = "_llava_more_text_backend"
+_SPECIAL_IDS_ATTRIBUTE = "_llava_more_special_ids"
 
 # Markers of common chat formats beyond the built-in templates' own (Qwen/ChatML, Mistral, Phi-3,
 # Gemma, Llama-2, SentencePiece BOS/EOS), for validation: a dataset is validated once, before any LLM
@@ -48,8 +49,12 @@ class TokenizedText:
 
 
 def _special_ids(tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    cached = tokenizer.__dict__.get(_SPECIAL_IDS_ATTRIBUTE)
+    if cached is not None and cached[0] == len(tokenizer):
+        return cached[1]
     ids = set(tokenizer.all_special_ids)
     ids.update(index for index, token in tokenizer.added_tokens_decoder.items() if token.special)
+    tokenizer.__dict__[_SPECIAL_IDS_ATTRIBUTE] = (len(tokenizer), ids)
     return ids
 
 
@@ -105,7 +110,7 @@ def tokenize_rendered(
         return TokenizedText(ids, offsets)
 
     # Genuine control tokens split the text into stretches; those holding a forged one are redone.
-    genuine = [i for i, t in enumerate(ids) if t in special and i not in set(forged)]
+    genuine = [i for i in controls if i not in set(forged)]
     out_ids: list[int] = []
     out_offsets: list[tuple[int, int]] = []
     bounds = [-1, *genuine, len(ids)]

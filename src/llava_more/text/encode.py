@@ -45,7 +45,11 @@ def resolve_template(template: str | ChatTemplate, tokenizer: PreTrainedTokenize
 
 def _image_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    if image_id is None or image_id == tokenizer.unk_token_id or IMAGE_TOKEN not in tokenizer.get_vocab():
+    if (
+        image_id is None
+        or image_id == tokenizer.unk_token_id
+        or tokenizer.convert_ids_to_tokens(image_id) != IMAGE_TOKEN
+    ):
         raise ConfigError(
             f"the tokenizer does not encode {IMAGE_TOKEN} as one token; configure it with apply_template()"
         )
@@ -77,18 +81,26 @@ def _tokens(
     return ids, offsets
 
 
-def _label(token: int, offset: tuple[int, int], spans: list[tuple[int, int]], image_id: int | None) -> int:
-    start, end = offset
-    for span_start, span_end in spans:
-        if span_start <= start < span_end:
-            return token
+def _labels(
+    ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]], image_id: int | None
+) -> list[int]:
+    """A token is supervised when it starts inside a reply span (spans and tokens are both in order)."""
+    labels, span_index = [], 0
+    for token, (start, end) in zip(ids, offsets, strict=True):
+        while span_index < len(spans) and spans[span_index][1] <= start:
+            span_index += 1
+        if token == image_id or span_index == len(spans):
+            labels.append(IGNORE_INDEX)
+            continue
+        span_start, span_end = spans[span_index]
         if start < span_start < end:
             raise ConfigError(
                 "a token of the rendered conversation starts in the prompt and ends inside a reply, so the "
                 "reply cannot be supervised on its own; the template's generation prompt must end at a "
                 "token boundary"
             )
-    return IGNORE_INDEX
+        labels.append(token if span_start <= start < span_end else IGNORE_INDEX)
+    return labels
 
 
 def encode_conversation(
@@ -113,10 +125,7 @@ def encode_conversation(
     images = sum(t.images for t in turns)
     input_ids, offsets = _tokens(tokenizer, rendered, images, num_image_tokens)
     image_id = _image_token_id(tokenizer) if images else None
-    labels = [
-        IGNORE_INDEX if token == image_id else _label(token, offset, rendered.reply_spans, image_id)
-        for token, offset in zip(input_ids, offsets, strict=True)
-    ]
+    labels = _labels(input_ids, offsets, rendered.reply_spans, image_id)
 
     if all(label == IGNORE_INDEX for label in labels):
         raise DataError(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
@@ -138,6 +139,40 @@ def _sentinel_prefix(turns: Sequence[Turn]) -> str:
     return f"{_SENTINEL_OPEN}{counter}:"
 
 
+@lru_cache(maxsize=4096)
+def _skeleton(
+    tokenizer: PreTrainedTokenizerBase,
+    template: ChatTemplate,
+    shape: tuple[tuple[str, int, bool], ...],
+    prefix: str,
+    generation_prompt: bool,
+) -> str:
+    """The render of a conversation of this shape (role, images, has text) with sentinel texts."""
+    probe = [
+        {
+            "role": role,
+            "content": f"{IMAGE_TOKEN}\n" * images + (f"{prefix}{i}{_SENTINEL_CLOSE}" if has_text else ""),
+        }
+        for i, (role, images, has_text) in enumerate(shape)
+    ]
+    return _render(tokenizer, template, probe, generation_prompt=generation_prompt)[0]
+
+
+def _fill(skeleton: str, prefix: str, turns: Sequence[Turn]) -> tuple[str, list[tuple[int, int]]] | None:
+    """The skeleton with each sentinel replaced by its turn's text, and where each text landed."""
+    first, *pieces = skeleton.split(prefix)
+    rebuilt, spans, position = [first], [], len(first)
+    for piece in pieces:
+        number, close, rest = piece.partition(_SENTINEL_CLOSE)
+        if not close or not number.isdigit() or int(number) >= len(turns):
+            return None
+        own = turns[int(number)].text
+        spans.append((position, position + len(own)))
+        rebuilt += [own, rest]
+        position += len(own) + len(rest)
+    return "".join(rebuilt), spans
+
+
 def _text_spans(
     tokenizer: PreTrainedTokenizerBase,
     template: ChatTemplate,
@@ -146,30 +181,25 @@ def _text_spans(
     *,
     generation_prompt: bool,
 ) -> list[tuple[int, int]]:
-    """Where each message's text sits in ``text`` (the render of ``turns``)."""
+    """Where each message's text sits in ``text`` (the render of ``turns``).
+
+    The sentinel render depends only on the conversation's shape for most templates, so it is cached;
+    a template whose output also depends on the text itself is rendered again for this conversation.
+    """
     prefix = _sentinel_prefix(turns)
-    sentinels = [f"{prefix}{i}{_SENTINEL_CLOSE}" for i in range(len(turns))]
-    probe = [
-        {"role": t.role, "content": t.content(sentinels[i] if t.text else "")} for i, t in enumerate(turns)
-    ]
-    skeleton, _ = _render(tokenizer, template, probe, generation_prompt=generation_prompt)
-    first, *pieces = skeleton.split(prefix)
-    rebuilt, spans, position = [first], [], len(first)
-    for piece in pieces:
-        number, close, rest = piece.partition(_SENTINEL_CLOSE)
-        if not close or not number.isdigit() or int(number) >= len(turns):
-            raise ConfigError(f"chat template {template.id!r} altered a message while rendering it")
-        own = turns[int(number)].text
-        spans.append((position, position + len(own)))
-        rebuilt += [own, rest]
-        position += len(own) + len(rest)
-    if "".join(rebuilt) != text:
+    shape = tuple((t.role, t.images, bool(t.text)) for t in turns)
+    filled = _fill(_skeleton(tokenizer, template, shape, prefix, generation_prompt), prefix, turns)
+    if filled is None or filled[0] != text:
+        filled = _fill(
+            _skeleton.__wrapped__(tokenizer, template, shape, prefix, generation_prompt), prefix, turns
+        )
+    if filled is None or filled[0] != text:
         raise ConfigError(
             f"chat template {template.id!r} changes message text while rendering it (beyond stripping "
             "surrounding whitespace), so llava-more cannot tell the text from the template's own markers; "
             "use one of the built-in templates for this LLM (params.yaml: backbones.llm.<id>.template)"
         )
-    return [span for span in spans if span[1] > span[0]]
+    return [span for span in filled[1] if span[1] > span[0]]
 
 
 def _check_reply_span(

@@ -78,6 +78,7 @@ ECOSYSTEM_MESSAGES_MARKER = "{#- llava-more: message content as a string or a li
 ECOSYSTEM_MESSAGES = (
     ECOSYSTEM_MESSAGES_MARKER
     + """
+{%- if messages | rejectattr('content', 'string') | list -%}
 {%- set llava_more_messages = namespace(items=[]) -%}
 {%- for message in messages -%}
     {%- if message['content'] is string or message['content'] is none -%}
@@ -97,6 +98,7 @@ ECOSYSTEM_MESSAGES = (
     {%- endif -%}
 {%- endfor -%}
 {%- set messages = llava_more_messages.items -%}
+{%- endif -%}
 """
 )
 

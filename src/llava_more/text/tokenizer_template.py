@@ -37,8 +37,8 @@ def with_system_prompt(jinja: str, system_prompt: str) -> str:
         + "}] + messages -%}{%- endif -%}\n"
     )
     return with_ecosystem_messages(jinja).replace(
-        "{%- set messages = llava_more_messages.items -%}\n",
-        "{%- set messages = llava_more_messages.items -%}\n" + preamble,
+        "{%- set messages = llava_more_messages.items -%}\n{%- endif -%}\n",
+        "{%- set messages = llava_more_messages.items -%}\n{%- endif -%}\n" + preamble,
         1,
     )
 
