@@ -101,20 +101,17 @@ def tokenize_rendered(
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = list(encoding["input_ids"]), [tuple(o) for o in encoding["offset_mapping"]]
     special = _special_ids(tokenizer)
-    forged = [
-        i
-        for i, (t, o) in enumerate(zip(ids, offsets, strict=True))
-        if t in special and _inside(o, text_spans)
-    ]
+    controls = [i for i, token in enumerate(ids) if token in special]
+    forged = [i for i in controls if _inside(offsets[i], text_spans)]
     if not forged:
         return TokenizedText(ids, offsets)
 
     # Genuine control tokens split the text into stretches; those holding a forged one are redone.
-    genuine = [i for i in controls if i not in set(forged)]
+    forged_set = set(forged)
+    genuine = [i for i in controls if i not in forged_set]
     out_ids: list[int] = []
     out_offsets: list[tuple[int, int]] = []
     bounds = [-1, *genuine, len(ids)]
-    forged_set = set(forged)
     for left, right in zip(bounds, bounds[1:], strict=False):
         stretch = range(left + 1, right)
         if any(i in forged_set for i in stretch):
