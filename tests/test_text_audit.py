@@ -195,3 +195,33 @@ def test_the_dataset_audit_names_the_first_bad_record(case):
     assert audit_dataset(_Dataset(tokenizer, template_id, records)) == len(records)
     with pytest.raises(MaskAuditFailed, match="clean.json: record 'r5'"):
         audit_dataset(_Dataset(tokenizer, template_id, records, corrupt="r5"))
+
+
+def test_a_stage_with_a_wrong_mask_refuses_to_train_naming_the_record(tmp_path, monkeypatch):
+    """The audit runs inside ``train_stage`` before any step: a mask made wrong by a faulty encoder
+    (here every label shifted one token right, the classic hand-counted-offset bug) stops the stage."""
+    import llava_more.train.dataset as train_dataset
+    from llava_more.train import TrainConfig, train_stage
+    from tests.test_train_helpers import make_bundle, make_dataset
+
+    init = make_bundle(tmp_path / "bundle")
+    data = make_dataset(tmp_path / "data", n_images=6, n_text=2)
+    honest = train_dataset.encode_conversation
+
+    def off_by_one(*args, **kwargs):
+        encoded = honest(*args, **kwargs)
+        ids, labels = encoded["input_ids"], [IGNORE_INDEX, *encoded["labels"][:-1]]
+        return {
+            "input_ids": ids,
+            "labels": [label if label == IGNORE_INDEX else ids[i] for i, label in enumerate(labels)],
+        }
+
+    monkeypatch.setattr(train_dataset, "encode_conversation", off_by_one)
+    config = TrainConfig(
+        epochs=1, global_batch=4, per_device_batch=4, lr=1e-3, warmup_ratio=0.0, max_length=256
+    )
+    out = tmp_path / "out"
+    with pytest.raises(MaskAuditFailed, match=r"data\.json: record 'img\d'.*supervised span 1"):
+        train_stage(2, init, data, data.parent, out, tmp_path / "work", config)
+    assert not out.exists()
+    assert not list((tmp_path / "work").glob("checkpoint-*"))
