@@ -358,3 +358,36 @@ def test_the_readme_says_exactly_which_pairs_are_plain_llava_checkpoints():
         ("phi-2", "clip-l-336"),
     ):
         assert build_llava(llm, vision, size="tiny").config.model_type == "llava_more"
+
+
+def test_built_in_backbones_keep_the_configs_they_had_as_hand_written_specs():
+    """``tests/data/builtin_backbones.json`` was recorded from the registry before the built-ins became
+    checkpoint entries (hand-written real and tiny configs, processors and prefix counts): the generic
+    derivation reproduces every one of them."""
+    snapshot = json.loads((ROOT / "tests/data/builtin_backbones.json").read_text())
+
+    def plain(values):  # the snapshot's JSON form (version stamps dropped)
+        values = {k: v for k, v in values.items() if k != "transformers_version"}
+        return json.loads(json.dumps(values, sort_keys=True, default=str))
+
+    assert set(snapshot["llm"]) == set(builtin_llms())
+    for llm_id, recorded in snapshot["llm"].items():
+        spec = get_llm(llm_id)
+        assert (spec.hf_id, spec.template, spec.lm_head_bias) == (
+            recorded["hf_id"],
+            recorded["template"],
+            recorded["lm_head_bias"],
+        )
+        for size in ("real", "tiny"):
+            assert plain(spec.config(size).to_dict()) == recorded[size], (llm_id, size)
+    for vision_id, recorded in snapshot["vision"].items():
+        spec = get_vision(vision_id)
+        assert spec.num_prefix_tokens == recorded["num_prefix_tokens"]
+        for size in ("real", "tiny"):
+            assert plain(spec.config(size).to_dict()) == recorded[size], (vision_id, size)
+            assert spec.image_tokens(size) == recorded["image_tokens"][size]
+            assert plain(spec.image_processor(size).to_dict()) == recorded["processor"][size]
+            assert (
+                plain(spec.image_processor(size, spec.s2_scales(size)).to_dict())
+                == recorded["processor_s2"][size]
+            )

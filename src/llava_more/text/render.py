@@ -183,16 +183,12 @@ def _text_spans(
 ) -> list[tuple[int, int]]:
     """Where each message's text sits in ``text`` (the render of ``turns``).
 
-    The sentinel render depends only on the conversation's shape for most templates, so it is cached;
-    a template whose output also depends on the text itself is rendered again for this conversation.
+    The sentinel render depends only on the conversation's shape (roles, images, which texts are
+    empty), so it is cached; a template whose output depends on the text itself cannot be followed.
     """
     prefix = _sentinel_prefix(turns)
     shape = tuple((t.role, t.images, bool(t.text)) for t in turns)
     filled = _fill(_skeleton(tokenizer, template, shape, prefix, generation_prompt), prefix, turns)
-    if filled is None or filled[0] != text:
-        filled = _fill(
-            _skeleton.__wrapped__(tokenizer, template, shape, prefix, generation_prompt), prefix, turns
-        )
     if filled is None or filled[0] != text:
         raise ConfigError(
             f"chat template {template.id!r} changes message text while rendering it (beyond stripping "
