@@ -268,9 +268,9 @@ def get_template(template_id: str, tokenizer: PreTrainedTokenizerBase | None = N
     if base_id == TOKENIZER_TEMPLATE_ID:
         if tokenizer is None:
             raise ConfigError(f"chat template {template_id!r} is a tokenizer's own: it needs that tokenizer")
-        from llava_more.text.tokenizer_template import template_from_tokenizer
+        from llava_more.text.tokenizer_template import cached_template_from_tokenizer
 
-        return template_from_tokenizer(tokenizer)
+        return cached_template_from_tokenizer(tokenizer, str(tokenizer.chat_template))
     try:
         template = _registry()[base_id]
     except KeyError:

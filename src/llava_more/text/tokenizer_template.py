@@ -17,6 +17,7 @@ that have none, so the template string saved with a bundle is self-contained.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 
 from transformers import PreTrainedTokenizerBase
 
@@ -130,3 +131,10 @@ def template_from_tokenizer(
         pad_token=tokenizer.pad_token if tokenizer.pad_token not in (None, end_of_turn) else None,
         special_tokens=used,
     )
+
+
+@lru_cache(maxsize=64)
+def cached_template_from_tokenizer(tokenizer: PreTrainedTokenizerBase, source: str) -> ChatTemplate:
+    """``template_from_tokenizer(tokenizer)``, once per tokenizer and chat template (``source``): every
+    sample of a training set resolves its template this way."""
+    return template_from_tokenizer(tokenizer)
