@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from transformers import TextStreamer
 
+from llava_more.data.images import load_image as load_image_file
+from llava_more.device import resolve_device
 from llava_more.errors import UserError
 from llava_more.eval.lmms_model import cut_at_stops, stop_token_ids
 from llava_more.model.preprocess import ASPECT_RATIOS, pixel_values
@@ -40,17 +42,11 @@ _STRUCTURED_CONTENT_LEAK = "'type':"
 
 # ---------------------------------------------------------------------------------------------- inputs
 def load_image(path: str | Path) -> Image.Image:
-    """The image at ``path`` as RGB; a missing or unreadable file is a ``UserError``."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: image file not found; pass an existing image with --image")
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as err:
-        raise UserError(
-            f"{path}: not a readable image ({err}); pass a PNG, JPEG or other PIL format"
-        ) from None
+    """The image at ``path`` as training and evaluation see it (``llava_more.data.images``).
+
+    A missing, unreadable or oversized file is a ``UserError``.
+    """
+    return load_image_file(path, hint="pass an existing PNG, JPEG or other image Pillow reads with --image")
 
 
 def bundle_pixel_values(
@@ -63,14 +59,6 @@ def bundle_pixel_values(
 
 
 # ---------------------------------------------------------------------------------------------- models
-def _resolve_device(device: str | None) -> str:
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: no CUDA GPU is visible here; use --device cpu")
-    return device
-
-
 def _quantization_config(quantization: str | None, device: str) -> Any:
     """A ``BitsAndBytesConfig`` for ``8bit``/``4bit`` on a GPU; None for full precision."""
     if quantization is None:
@@ -253,11 +241,11 @@ def load_chat_model(
 ) -> ChatModel:
     """A bundle folder (has ``llava_more.json``), another HF model folder, or a Hub id, ready to chat.
 
-    ``device`` None picks cuda when available, else cpu. ``quantization`` is ``8bit``/``4bit`` (GPU only).
+    ``device`` None or ``auto`` picks CUDA when this job has a usable GPU, else the CPU. ``quantization`` is ``8bit``/``4bit`` (GPU only).
     """
     from llava_more.model.bundle import META_FILE
 
-    device = _resolve_device(device)
+    device = resolve_device(device, purpose="chat")
     _quantization_config(quantization, device)  # fail on a bad flag before any slow load
     path = Path(model)
     if path.is_dir():

@@ -36,6 +36,9 @@ stage 2 29% low. The text lengths were left as they are: the gap looks like effi
 than tokens (that run reached an MFU of ~0.31 in stage 1 and ~0.25 in stage 2, with ZeRO-3,
 padding to the longest sample of a batch and recomputation). ``--mfu 0.26`` gives a conservative budget for that code path.
 
+A published study (``kind: published``) trains nothing: its jobs are imports of released checkpoints
+(unpriced, like data jobs) and evaluations, so its plan is evaluation GPU-hours only.
+
 Evaluation: benchmark samples times ``eval_sample_seconds`` (default 0.25 A100-seconds per sample
 for a 7B LLaVA at batch 1, from lmms-eval's GQA and MME timings), scaled by the LLM's size and by
 memory bandwidth on other GPUs (decoding at batch 1 is bandwidth-bound). A rough constant.
@@ -77,8 +80,16 @@ LLAVA_665K_TEXT_ONLY = 40_688
 
 # lmms-eval's evaluation splits (approximate counts) of the real benchmark suite.
 REAL_TASK_SAMPLES = {
-    "gqa": 12_578, "scienceqa_img": 2_017, "textvqa_val": 5_000, "ai2d": 3_088, "pope": 9_000,
-    "mme": 2_374, "mmbench_cn_dev": 4_329, "mmbench_en_dev": 4_329, "seedbench": 17_990, "mmmu_val": 900,
+    "gqa": 12_578,
+    "scienceqa_img": 2_017,
+    "textvqa_val": 5_000,
+    "ai2d": 3_088,
+    "pope": 9_000,
+    "mme": 2_374,
+    "mmbench_cn_dev": 4_329,
+    "mmbench_en_dev": 4_329,
+    "seedbench": 17_990,
+    "mmmu_val": 900,
 }
 # A task of unknown size counts as this many samples (and the plan says so).
 UNKNOWN_TASK_SAMPLES = 5_000
@@ -121,7 +132,9 @@ class ModelSize:
     encoder_passes: int  # base-size encoder passes per image: 1, or S2's tiles over all scales
 
 
-def training_flops(model: ModelSize, stage: int, sequences: float, seq_len: float, image_fraction: float = 1.0) -> float:
+def training_flops(
+    model: ModelSize, stage: int, sequences: float, seq_len: float, image_fraction: float = 1.0
+) -> float:
     """Model FLOPs of training ``sequences`` sequences of mean length ``seq_len`` in ``stage`` (1 or 2).
 
     ``image_fraction`` is the share of sequences with an image (text-only ones skip the encoder and
@@ -137,7 +150,9 @@ def training_flops(model: ModelSize, stage: int, sequences: float, seq_len: floa
     return per_sequence * sequences
 
 
-def mean_sequence_length(image_tokens: int, text_tokens: float, image_fraction: float, max_length: int) -> float:
+def mean_sequence_length(
+    image_tokens: int, text_tokens: float, image_fraction: float, max_length: int
+) -> float:
     return min(image_fraction * image_tokens + text_tokens, max_length)
 
 
@@ -153,7 +168,9 @@ def pretrain_samples(source: DataSource) -> int:
         return int(source.get("size"))
     if source.source == "llava-pretrain":
         return LCS_558K_SAMPLES
-    raise UserError(f"params.yaml pretrain_data.{source.name}: give it a `size` so the plan can count its samples")
+    raise UserError(
+        f"params.yaml pretrain_data.{source.name}: give it a `size` so the plan can count its samples"
+    )
 
 
 def instruct_samples_and_image_fraction(source: DataSource) -> tuple[int, float]:
@@ -161,7 +178,9 @@ def instruct_samples_and_image_fraction(source: DataSource) -> tuple[int, float]
         return LLAVA_665K_SAMPLES, 1 - LLAVA_665K_TEXT_ONLY / LLAVA_665K_SAMPLES
     size = source.get("size")
     if size is None:
-        raise UserError(f"params.yaml instruct_data.{source.name}: give it a `size` so the plan can count its samples")
+        raise UserError(
+            f"params.yaml instruct_data.{source.name}: give it a `size` so the plan can count its samples"
+        )
     from llava_more.data.demo_instruct import MIX  # the demo generator's default mix
 
     mix = source.get("mix") or MIX
@@ -198,7 +217,9 @@ def model_size(
 
     record = describe_model(llm_id, vision_id, s2_scales, size=size)
     text = get_llm(llm_id).config(size)
-    untied_embedding = 0 if getattr(text, "tie_word_embeddings", False) else text.vocab_size * text.hidden_size
+    untied_embedding = (
+        0 if getattr(text, "tie_word_embeddings", False) else text.vocab_size * text.hidden_size
+    )
     base = get_vision(vision_id).image_size(size)
     passes = sum(math.ceil(scale / base) ** 2 for scale in record["s2_scales"]) if record["s2"] else 1
     return (
@@ -270,11 +291,13 @@ class Plan:
 
 
 def _classify(study: Study) -> dict[str, tuple[str, int, str]]:
-    """Output path -> (kind, stage, experiment id) for the jobs the cost model prices."""
+    """Output path -> (kind, stage, experiment id) for the jobs the cost model prices (a published
+    study's bundles are imported, not trained: only its evaluations are priced)."""
     out = {}
     for exp in study.experiments:
         for stage in (1, 2):
-            out[paths.stage_dir(study.name, stage, exp.id)] = (f"stage{stage}", stage, exp.id)
+            if not study.published:
+                out[paths.stage_dir(study.name, stage, exp.id)] = (f"stage{stage}", stage, exp.id)
             out[paths.scores(study.name, stage, exp.id)] = ("eval", stage, exp.id)
     return out
 
@@ -285,7 +308,9 @@ def _dvc_lock_outputs(root: Path) -> dict[str, str]:
     try:
         lock = yaml.safe_load((root / "dvc.lock").read_text()) or {}
     except yaml.YAMLError as err:
-        raise UserError(f"{root / 'dvc.lock'}: not valid YAML ({err}); rerun `dvc repro` or pass --no-remote") from None
+        raise UserError(
+            f"{root / 'dvc.lock'}: not valid YAML ({err}); rerun `dvc repro` or pass --no-remote"
+        ) from None
     return {
         str(Path(out["path"])): out["md5"]
         for stage in (lock.get("stages") or {}).values()
@@ -313,8 +338,12 @@ def _mark_remote(jobs: list[PlannedJob], root: Path, notes: list[str]) -> None:
 
 
 def plan_study(
-    params: Params, study_name: str | None = None, root: Path = Path("."), assumptions: Assumptions = Assumptions(),
-    check_remote: bool = True, jobs: list[Job] | None = None,
+    params: Params,
+    study_name: str | None = None,
+    root: Path = Path("."),
+    assumptions: Assumptions = Assumptions(),
+    check_remote: bool = True,
+    jobs: list[Job] | None = None,
 ) -> Plan:
     """Every job of the study with its GPU-hour estimate and whether its outputs are already built.
 
@@ -326,7 +355,7 @@ def plan_study(
     assumptions = assumptions.check()
     study = params.study(study_name)
     root = Path(root)
-    protocol = params.protocols[study.protocol]
+    protocol = None if study.published else params.protocols[study.protocol]
     gpu = GPUS[assumptions.gpu]
 
     # The dry run is a separate process: build the models on the meta device meanwhile.
@@ -339,8 +368,10 @@ def plan_study(
         if dag is not None:
             jobs = dag.result()
 
-    instruct_samples, instruct_image_fraction = instruct_samples_and_image_fraction(
-        params.instruct_data[study.instruct]
+    instruct_samples, instruct_image_fraction = (
+        (0, 1.0)
+        if study.published
+        else instruct_samples_and_image_fraction(params.instruct_data[study.instruct])
     )
     eval_samples, unknown_tasks = benchmark_samples(params, study)
     classify = _classify(study)
@@ -355,11 +386,13 @@ def plan_study(
             if kind == "eval":
                 item.samples = eval_samples
                 item.gpu_hours = (
-                    eval_samples * assumptions.eval_sample_seconds
+                    eval_samples
+                    * assumptions.eval_sample_seconds
                     * (record["llm_params"] / EVAL_ANCHOR_LLM_PARAMS)
-                    * (GPUS["a100"].memory_bandwidth / gpu.memory_bandwidth) / 3600
+                    * (GPUS["a100"].memory_bandwidth / gpu.memory_bandwidth)
+                    / 3600
                 )
-            else:
+            elif protocol is not None:
                 hyper = protocol.stage(stage)
                 if stage == 1:
                     samples, fraction = pretrain_samples(params.pretrain_data[exp.pretrain]), 1.0
@@ -389,8 +422,12 @@ def plan_study(
             f"benchmark sample counts unknown for {', '.join(unknown_tasks)}: counted as {UNKNOWN_TASK_SAMPLES} each"
         )
     return Plan(
-        study=study.name, size=study.size, assumptions=assumptions, jobs=planned,
-        models={pair: dict(record) for pair, (_, record) in sizes.items()}, notes=notes,
+        study=study.name,
+        size=study.size,
+        assumptions=assumptions,
+        jobs=planned,
+        models={pair: dict(record) for pair, (_, record) in sizes.items()},
+        notes=notes,
     )
 
 
@@ -420,7 +457,8 @@ def render_table(plan: Plan) -> str:
     a = plan.assumptions
     gpu = GPUS[a.gpu]
     rate = (
-        f"a measured {a.throughput:g} tokens/s per GPU" if a.throughput
+        f"a measured {a.throughput:g} tokens/s per GPU"
+        if a.throughput
         else f"{gpu.name} ({gpu.peak_bf16_flops / 1e12:.0f} TFLOP/s bf16) at MFU {a.mfu:g}"
     )
     lines = [
@@ -432,10 +470,14 @@ def render_table(plan: Plan) -> str:
     for job in plan.jobs:
         if job.kind == "other":
             continue
-        pflop = f"{job.flops / 1e15:,.0f}" if job.flops is not None and job.flops >= 1e15 else (
-            "-" if job.flops is None else f"{job.flops / 1e15:.2g}"
+        pflop = (
+            f"{job.flops / 1e15:,.0f}"
+            if job.flops is not None and job.flops >= 1e15
+            else ("-" if job.flops is None else f"{job.flops / 1e15:.2g}")
         )
-        name = f"{job.experiment} (stage-1 model)" if job.kind == "eval" and job.stage == 1 else job.experiment
+        name = (
+            f"{job.experiment} (stage-1 model)" if job.kind == "eval" and job.stage == 1 else job.experiment
+        )
         lines.append(
             f"{job.kind:<7} {name:<48} {_count(job.samples):>8} {_count(job.tokens):>8} {pflop:>9}"
             f" {_hours(job.gpu_hours):>8} {_yes(job.local):>5} {_yes(job.remote):>6}"
@@ -450,7 +492,7 @@ def render_table(plan: Plan) -> str:
     other = sorted({j.rule for j in plan.jobs if j.kind == "other"})
     lines += [
         "",
-        f"'other' jobs ({', '.join(other) or 'none'}) are data, initial models and the report: not priced.",
+        f"'other' jobs ({', '.join(other) or 'none'}) are not priced (data, initial models, imports, the report).",
         f"Estimates, not measurements: mean text tokens {a.stage1_text_tokens:g} (stage 1) and "
         f"{a.stage2_text_tokens:g} (stage 2) per sample; evaluation at {a.eval_sample_seconds:g} A100-s per "
         "sample for a 7B model. See `llava-more plan --help`.",

@@ -2,8 +2,9 @@
 
 The CSV names rows as the paper prints them ("Phi-4-3.8B", "SigLIP2 ViT-L/14", "LAION (558k)");
 ``paper_row`` maps an experiment (LLM, encoder, S2, pre-training set) to that row for each of the
-four tables, and only when every setting matches the paper's (its LCS-558K pre-training, no S2
-outside table 3...). Demo experiments (``demo-lcs``...) therefore never match.
+four tables and for the project README's comparison table (``readme``: the released checkpoints and
+the LLaVA-1.5 baselines), and only when every setting matches the paper's (its LCS-558K
+pre-training, no S2 outside table 3...). Demo experiments (``demo-lcs``...) therefore never match.
 """
 
 from __future__ import annotations
@@ -37,6 +38,19 @@ _VISION_ROWS = {
     "siglip-so400m-384": ("SigLIP ViT-L/14", None),
     "siglip2-so400m-384": ("SigLIP2 ViT-L/14", None),
 }
+# The README table: (LLM, encoder, S2) -> row label; every row is pre-trained on LCS-558K.
+_README_ROWS = {
+    ("vicuna-7b-v1.5", "clip-l-336", False): "LLaVA-v1.5-7B",
+    ("llama3-8b", "clip-l-336", False): "LLaVA-v1.5-LLaMA3-8B",
+    ("llama3.1-8b", "clip-l-336", False): "LLaVA-v1.5-LLaMA3_1-8B",
+    ("llama3.1-8b", "clip-l-336", True): "LLaVA-v1.5-LLaMA3_1-8B-S2",
+    ("llama3.1-8b", "siglip-so400m-384", False): "LLaVA-v1.5-LLaMA3_1-8B-siglip",
+    ("llama3.1-8b", "siglip-so400m-384", True): "LLaVA-v1.5-LLaMA3_1-8B-S2-siglip",
+    ("phi4-mini", "clip-l-336", False): "LLaVA-v1.5-Phi_4-4B",
+    ("gemma2-9b", "clip-l-336", False): "LLaVA-v1.5-gemma_2-9B",
+    ("gemma2-9b", "siglip2-so400m-384", False): "LLaVA-v1.5-gemma_2-9B-siglip2",
+    ("deepseek-r1-distill-llama-8b", "clip-l-336", False): "LLaVA-v1.5-Distill-LLaMA-8B",
+}
 _PRETRAIN_ROWS = {
     "lcs": "LLaVA Pre-Train LCS (558k)",
     "laion": "LAION (558k)",
@@ -61,6 +75,9 @@ class PaperKey:
 
 def paper_row(table: str, llm: str, vision: str, s2: bool, pretrain: str) -> PaperKey | None:
     """The paper row of ``table`` that this experiment reproduces, or None."""
+    if table == "readme":
+        label = _README_ROWS.get((llm, vision, s2)) if pretrain == "lcs" else None
+        return PaperKey(table, None, label) if label else None
     if table == "table1_llm":
         if vision == "clip-l-336" and not s2 and pretrain == "lcs" and llm in _TABLE1_ROWS:
             return PaperKey(table, None, _TABLE1_ROWS[llm])
@@ -99,7 +116,7 @@ class PaperResults:
                 raise UserError(
                     f"{self.path}: missing column(s) {', '.join(missing)}; expected {', '.join(REQUIRED_FIELDS)}"
                 )
-            self.records = [r for r in reader if r["source"] == "paper"]
+            self.records = [r for r in reader if r["source"] in ("paper", "readme")]
 
     def values(self, key: PaperKey) -> dict[str, float]:
         found: dict[str, float] = {}

@@ -18,6 +18,7 @@ from llava_more.text.render import RenderedConversation, render_conversation, to
 from llava_more.text.templates import (
     IMAGE_TOKEN,
     NO_SYSTEM_SUFFIX,
+    ORIGINAL_SUFFIX,
     TEMPLATE_IDS,
     TOKENIZER_TEMPLATE_ID,
     ChatTemplate,
@@ -30,6 +31,7 @@ __all__ = [
     "IGNORE_INDEX",
     "IMAGE_TOKEN",
     "NO_SYSTEM_SUFFIX",
+    "ORIGINAL_SUFFIX",
     "TEMPLATE_IDS",
     "TOKENIZER_TEMPLATE_ID",
     "ChatTemplate",

@@ -165,7 +165,8 @@ class LLMSpec:
         return self.path or self.hf_id or ""
 
     @cached_property
-    def real_values(self) -> dict[str, Any]:
+    def real(self) -> dict[str, Any]:
+        """The checkpoint's ``config.json`` values (for an encoder: its vision part)."""
         if self.checkpoint_config is not None:
             return dict(self.checkpoint_config)
         values = read_checkpoint_config(self.source, f"LLM {self.id!r}")
@@ -175,11 +176,11 @@ class LLMSpec:
     @property
     def family(self) -> str:
         """The transformers ``model_type`` of the text model."""
-        return self.real_values["model_type"]
+        return self.real["model_type"]
 
     def config(self, size: str, vocab_size: int | None = None) -> PretrainedConfig:
         """The text config for ``size`` ("real" or "tiny"); ``vocab_size`` overrides the vocabulary."""
-        real = config_from_values(self.real_values)
+        real = config_from_values(self.real)
         if check_size(size) == "tiny":
             real = config_from_values({"model_type": self.family, **tiny_text_values(real)})
         if vocab_size is not None:
@@ -188,7 +189,7 @@ class LLMSpec:
 
     @property
     def config_class(self) -> type[PretrainedConfig]:
-        return type(config_from_values(self.real_values))
+        return type(config_from_values(self.real))
 
     @property
     def tie_word_embeddings(self) -> bool:

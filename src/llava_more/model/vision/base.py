@@ -133,7 +133,8 @@ class VisionSpec:
         return self.path or self.hf_id or ""
 
     @cached_property
-    def real_values(self) -> dict[str, Any]:
+    def real(self) -> dict[str, Any]:
+        """The checkpoint's ``config.json`` values (for an encoder: its vision part)."""
         if self.checkpoint_config is not None:
             return dict(self.checkpoint_config)
         values = read_checkpoint_config(self.source, f"vision encoder {self.id!r}")
@@ -159,11 +160,11 @@ class VisionSpec:
     @property
     def family(self) -> str:
         """The transformers ``model_type`` of the tower."""
-        return self.real_values["model_type"]
+        return self.real["model_type"]
 
     @property
     def config_class(self) -> type[PretrainedConfig]:
-        return type(config_from_values(self.real_values))
+        return type(config_from_values(self.real))
 
     @property
     def model_class(self) -> type[PreTrainedModel]:
@@ -178,7 +179,7 @@ class VisionSpec:
             ) from None
 
     def config(self, size: str) -> PretrainedConfig:
-        real = config_from_values(self.real_values)
+        real = config_from_values(self.real)
         if check_size(size) == "real":
             return real
         return config_from_values({"model_type": self.family, **tiny_vision_values(real)})
