@@ -18,12 +18,14 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokenizers import AddedToken, Tokenizer
-from transformers import PreTrainedTokenizerBase
 
 from llava_more.text.templates import FALLBACK_PAD_TOKEN, IMAGE_TOKEN, all_special_tokens
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 # A non-special added token in the private copy: a stretch tokenized after it is read as it would be
 # after any control token (not as the start of the text).
