@@ -130,28 +130,18 @@ def test_interactive_cli_answers_each_stdin_line(bundle, chat_model, images, mon
     assert capsys.readouterr().out.splitlines() == expected
 
 
-STRUCTURED_TEMPLATE_PREFIX = (
-    # Flattens HF's list-of-parts content into LLaVA text, then renders with the bundle's own template.
-    "{%- set ns = namespace(messages=[]) -%}"
-    "{%- for m in messages -%}"
-    "{%- set text = namespace(value='') -%}"
-    "{%- for part in m['content'] -%}"
-    "{%- if part['type'] == 'image' -%}{%- set text.value = text.value + '<image>\\n' -%}"
-    "{%- else -%}{%- set text.value = text.value + part['text'] -%}{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- set ns.messages = ns.messages + [{'role': m['role'], 'content': text.value}] -%}"
-    "{%- endfor -%}"
-    "{%- set messages = ns.messages -%}\n"
-)
-
-
 @pytest.mark.parametrize("template", ["string-content", "structured-content"])
 def test_hf_folder_matches_the_bundle(template, bundle, chat_model, images, tmp_path):
+    """A bundle's own template reads HF's list-of-parts content; one stripped of that preamble (a
+    string-only template) is driven with string content. Both answer as the bundle does."""
+    from llava_more.text.templates import ECOSYSTEM_MESSAGES
+
     folder = tmp_path / "hf"
     shutil.copytree(bundle, folder, ignore=shutil.ignore_patterns(META_FILE))
-    if template == "structured-content":
-        jinja = folder / "chat_template.jinja"
-        jinja.write_text(STRUCTURED_TEMPLATE_PREFIX + jinja.read_text())
+    jinja = folder / "chat_template.jinja"
+    assert ECOSYSTEM_MESSAGES in jinja.read_text()
+    if template == "string-content":
+        jinja.write_text(jinja.read_text().replace(ECOSYSTEM_MESSAGES, ""))
     hf_model = load_chat_model(str(folder), device="cpu")
     assert isinstance(hf_model, ProcessorChatModel)
     assert hf_model._structured == (template == "structured-content")

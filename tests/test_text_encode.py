@@ -16,6 +16,7 @@ from llava_more.text import (
     SampleTooLong,
     apply_template,
     encode_conversation,
+    encode_prompt,
     generation_prompt,
     get_template,
     render_conversation,
@@ -116,17 +117,37 @@ def test_masks_agree_with_transformers_assistant_tokens_mask(demo_tokenizer, tem
     assert [int(label != IGNORE_INDEX) for label in ours["labels"]] == library["assistant_masks"]
 
 
-def test_a_template_without_generation_markers_raises_instead_of_masking_everything(demo_tokenizer):
+@pytest.mark.parametrize("template_id", CHAT_TEMPLATES)
+def test_a_template_without_generation_markers_gets_the_same_masks_derived(demo_tokenizer, template_id):
+    tokenizer = configured(demo_tokenizer, template_id)
+    marked = get_template(template_id)
+    unmarked = dataclasses.replace(
+        marked,
+        id=f"{template_id}-unmarked",
+        jinja=marked.jinja.replace("{%- generation -%}", "").replace("{%- endgeneration -%}", ""),
+    )
+    assert "generation -%}" not in unmarked.jinja
+    for with_image in (True, False):
+        conversation = three_turns(with_image, system="Kurz. 短く。")
+        derived = encode_conversation(tokenizer, conversation, unmarked, num_image_tokens=4, max_length=None)
+        assert derived == encode_conversation(
+            tokenizer, conversation, marked, num_image_tokens=4, max_length=None
+        )
+
+
+def test_a_template_that_writes_more_than_the_reply_is_refused(demo_tokenizer):
     tokenizer = apply_template(demo_tokenizer, "llama3.1")
     llama = get_template("llama3.1")
-    unmarked = dataclasses.replace(
+    # Without markers, and with text between the generation prompt and the reply: nothing to derive.
+    chatty = dataclasses.replace(
         llama,
-        id="llama3.1-unmarked",
-        jinja=llama.jinja.replace("{%- generation -%}", "").replace("{%- endgeneration -%}", ""),
+        id="llama3.1-chatty",
+        jinja=llama.jinja.replace("{%- generation -%}", "{{- 'Sure! ' -}}").replace(
+            "{%- endgeneration -%}", ""
+        ),
     )
-    assert unmarked.jinja != llama.jinja
-    with pytest.raises(DataError, match="0 supervised spans for 3 replies"):
-        encode_conversation(tokenizer, three_turns(True), unmarked, num_image_tokens=4, max_length=None)
+    with pytest.raises(ConfigError, match="not the reply followed by"):
+        encode_conversation(tokenizer, three_turns(True), chatty, num_image_tokens=4, max_length=None)
 
 
 def test_a_template_marking_the_wrong_text_raises(demo_tokenizer):
@@ -138,7 +159,7 @@ def test_a_template_marking_the_wrong_text_raises(demo_tokenizer):
         "{%- else -%}{{- '<start_of_turn>model\\n' + m['content'] + '<end_of_turn>' -}}{%- endif -%}{%- endfor -%}"
     )
     misplaced = dataclasses.replace(get_template("gemma2"), id="gemma2-user-marked", jinja=user_marked)
-    with pytest.raises(DataError, match="does not hold reply 1"):
+    with pytest.raises(DataError, match="not reply 1"):
         encode_conversation(tokenizer, three_turns(False), misplaced, num_image_tokens=1, max_length=None)
 
 
@@ -253,11 +274,22 @@ def test_generation_prompt_ends_with_assistant_header_and_prefixes_training_rend
     assert training.reply_spans[0][0] == len(prompt)
 
 
-def test_generation_prompt_keeps_one_image_when_the_question_already_has_it(demo_tokenizer):
+def test_an_image_token_spelled_by_a_question_stays_text(demo_tokenizer):
     tokenizer = apply_template(demo_tokenizer, "llama3.1")
-    prompt = generation_prompt(tokenizer, "llama3.1", f"{IMAGE_TOKEN}\nWhat?", has_image=True)
-    assert prompt == generation_prompt(tokenizer, "llama3.1", "What?", has_image=True)
-    assert prompt.count(IMAGE_TOKEN) == 1
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    prompt = encode_prompt(
+        tokenizer,
+        "llama3.1",
+        [{"role": "user", "content": f"{IMAGE_TOKEN}\nWhat?"}],
+        images=1,
+        num_image_tokens=3,
+    )
+    assert prompt.input_ids.count(image_id) == 3  # the one image slot, expanded; the spelled one is text
+    plain = encode_prompt(
+        tokenizer, "llama3.1", [{"role": "user", "content": "What?"}], images=1, num_image_tokens=3
+    )
+    assert len(prompt.input_ids) > len(plain.input_ids)
+    assert tokenizer.decode(prompt.input_ids).count(IMAGE_TOKEN) == 4
 
 
 def test_apply_template_makes_a_foreign_tokenizer_usable(tmp_path):

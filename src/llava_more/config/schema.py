@@ -329,6 +329,7 @@ TOP_KEYS = (
     "demo_benchmarks",
     "demo_tokenizer",
     "demo_vision",
+    "backbones",
 )
 REQUIRED_TOP_KEYS = ("study", "protocols", "pretrain_data", "instruct_data", "benchmark_suites", "studies")
 
@@ -337,6 +338,9 @@ def parse_params(raw: Any, base_dir: Path = Path("."), check_backbones: bool = T
     """Validate a loaded ``params.yaml`` mapping and return its typed form."""
     original = copy.deepcopy(raw)
     raw = check_keys(raw, "", TOP_KEYS, REQUIRED_TOP_KEYS)
+    from llava_more.model.declarations import declare  # backbones beside the built-in registry
+
+    declare(raw.get("backbones"), base_dir)
     validation = check_keys(raw.get("validation") or {}, "validation", ("max_bad_fraction",))
     max_bad = typed(validation.get("max_bad_fraction", 0.01), float, "validation.max_bad_fraction")
     if not 0 <= max_bad < 1:

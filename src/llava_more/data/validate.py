@@ -48,6 +48,7 @@ from llava_more.data.images import (
 from llava_more.data.llava_json import RawRecord, iter_raw_records
 from llava_more.errors import DataError
 from llava_more.outputs import OutputPathError, atomic_file, check_outputs
+from llava_more.text.control_tokens import records_spelling_control_tokens
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ class ValidationReport:
     reasons: dict[str, int] = field(default_factory=dict)
     quarantine_path: str = ""
     clean_path: str | None = None
+    # Kept records whose text spells a chat template's control tokens (tokenized as text in training).
+    control_token_text: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -159,7 +162,13 @@ def validate_dataset(
         max_bad_fraction=max_bad_fraction,
         reasons=dict(sorted(Counter(p.reason for _, p in quarantined).items())),
         quarantine_path=str(quarantine_path),
+        control_token_text=records_spelling_control_tokens(clean),
     )
+    if report.control_token_text:
+        log.warning(
+            "%s: %d records spell chat control tokens in their text (kept; they train as text): %s",
+            json_path, len(report.control_token_text), dict(list(report.control_token_text.items())[:5]),
+        )  # fmt: skip
     if report.bad_fraction > max_bad_fraction:
         raise DataError(
             f"{json_path}: {bad} of {total} records are bad ({report.bad_fraction:.2%}, more than the allowed "

@@ -27,7 +27,7 @@ from transformers import TextStreamer
 
 from llava_more.data.images import load_image as load_image_file
 from llava_more.device import resolve_device
-from llava_more.errors import ConfigError, UserError
+from llava_more.errors import UserError
 from llava_more.eval.lmms_model import cut_at_stops, stop_token_ids
 from llava_more.model.preprocess import ASPECT_RATIOS, pixel_values
 
@@ -136,7 +136,7 @@ class BundleChatModel(ChatModel):
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             self.image_processor = AutoImageProcessor.from_pretrained(path)
         self.model.eval()
-        self.template = get_template(self.meta.template)
+        self.template = get_template(self.meta.template, self.tokenizer)
         self.stop_strings = list(self.template.stop_strings)
         self.aspect_ratio = getattr(self.meta, "image_aspect_ratio", None) or "pad"
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(self.meta.image_token)
@@ -146,35 +146,22 @@ class BundleChatModel(ChatModel):
                 "rebuild the bundle with the demo tokenizer or the LLM's tokenizer plus that token"
             )
         self._finish_setup(str(path), self.template.stop_tokens)
+        self._last = None
 
     def render(self, history: Sequence[dict[str, str]]) -> str:
-        from jinja2 import TemplateError
+        from llava_more.text import encode_prompt
 
-        from llava_more.text import IMAGE_TOKEN, to_messages
-
-        turns = [dict(turn) for turn in history]
-        turns[0]["content"] = f"{IMAGE_TOKEN}\n{turns[0]['content']}"
-        try:
-            return self.tokenizer.apply_chat_template(
-                to_messages(turns),
-                chat_template=self.template.jinja,
-                tokenize=False,
-                add_generation_prompt=True,
-            )
-        except TemplateError as exc:
-            raise ConfigError(f"chat template {self.template.id!r} could not render the chat: {exc}") from exc
+        # The image goes first in the first user turn; every text stays text (a spelled <image> or
+        # control token included). The ids are kept for encode(): the text alone cannot tell them.
+        self._last = encode_prompt(
+            self.tokenizer, self.template, history, images=1, num_image_tokens=self.meta.image_tokens
+        )
+        return self._last.text
 
     def encode(self, prompt: str, image: Image.Image) -> dict[str, torch.Tensor]:
-        from llava_more.text import IMAGE_TOKEN
-
-        expanded = prompt.replace(IMAGE_TOKEN, self.meta.image_token * self.meta.image_tokens)
-        ids = self.tokenizer(expanded, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        found = int((ids == self.image_token_id).sum())
-        if found != self.meta.image_tokens:
-            raise UserError(
-                f"the prompt holds {found} image tokens for {self.meta.image_tokens}; the tokenizer must keep "
-                f"{self.meta.image_token!r} as one special token"
-            )
+        if self._last is None or self._last.text != prompt:
+            raise UserError("internal: encode() takes the prompt render() returned for this conversation")
+        ids = torch.tensor([self._last.input_ids], dtype=torch.long)
         pixel_values = bundle_pixel_values(self.image_processor, [image], self.aspect_ratio)
         return {
             "input_ids": ids.to(self.model.device),
@@ -230,7 +217,8 @@ class ProcessorChatModel(ChatModel):
     def render(self, history: Sequence[dict[str, str]]) -> str:
         messages: list[dict[str, Any]] = []
         for index, turn in enumerate(history):
-            text = turn["content"]
+            # A processor reads every image placeholder in the text as an image: the typed one is dropped.
+            text = turn["content"].replace(self.image_token, "").strip()
             if self._structured:
                 parts = [{"type": "text", "text": text}]
                 content: Any = [{"type": "image"}, *parts] if index == 0 else parts
@@ -345,9 +333,9 @@ class ChatSession:
 
     def ask(self, question: str, out: TextIO | None = None) -> str:
         """Answer ``question`` given the history, streaming the answer to ``out`` (stdout by default)."""
-        from llava_more.text import IMAGE_TOKEN
-
-        question = question.replace(IMAGE_TOKEN, "").strip()  # the image is placed once, by the session
+        # The image is placed once, by the model's render; a bundle keeps an <image> the question spells
+        # as text.
+        question = question.strip()
         if not question:
             raise UserError("empty question; type a question about the image")
         chat = self.chat_model

@@ -261,34 +261,21 @@ class LlavaMoreLMM(lmms):
         ]
 
     def _prepare_text(self, context: str, num_images: int) -> tuple[list[int], str]:
-        """Token ids of the full generation prompt for ``context`` with ``num_images`` images."""
-        from llava_more.text import IMAGE_TOKEN, generation_prompt
+        """Token ids of the full generation prompt for ``context`` with ``num_images`` images.
 
-        question = context
-        # Tasks that place images themselves (interleaved formats) already carry the placeholders.
-        has_placeholders = question.count(IMAGE_TOKEN)
-        if has_placeholders and has_placeholders != num_images:
-            raise UserError(
-                f"prompt has {has_placeholders} {IMAGE_TOKEN} placeholders for {num_images} images: {context[:80]!r}"
-            )
-        if num_images and not has_placeholders:
-            prompt = generation_prompt(self._tokenizer, self.meta.template, question, has_image=True)
-            present = prompt.count(IMAGE_TOKEN)
-            if present == 0:
-                raise UserError(f"template {self.meta.template!r} dropped the image placeholder")
-            if present < num_images:  # several images: one placeholder each, where the template put one
-                prompt = prompt.replace(IMAGE_TOKEN, "\n".join([IMAGE_TOKEN] * (num_images - present + 1)), 1)
-        else:
-            prompt = generation_prompt(self._tokenizer, self.meta.template, question, has_image=False)
-        expanded = prompt.replace(IMAGE_TOKEN, self.meta.image_token * self.meta.image_tokens)
-        ids = self._tokenizer(expanded, add_special_tokens=False)["input_ids"]
-        found = sum(1 for t in ids if t == self.image_token_id)
-        if found != num_images * self.meta.image_tokens:
-            raise UserError(
-                f"the prompt holds {found} image tokens for {num_images} image(s) x {self.meta.image_tokens}; "
-                f"the tokenizer must keep {self.meta.image_token!r} as one special token"
-            )
-        return ids, prompt
+        The images go first in the user turn (one slot each, expanded to the bundle's image-token count);
+        the context is text: an ``<image>`` or a control token it spells is tokenized as text.
+        """
+        from llava_more.text import encode_prompt
+
+        prompt = encode_prompt(
+            self._tokenizer,
+            self.meta.template,
+            [{"role": "user", "content": context}],
+            images=num_images,
+            num_image_tokens=self.meta.image_tokens,
+        )
+        return prompt.input_ids, prompt.text
 
     def _pixel_values(self, images: list[Image.Image]) -> torch.Tensor | None:
         if not images:
@@ -307,7 +294,7 @@ class LlavaMoreLMM(lmms):
         """End-of-turn ids: the template's stop tokens, the tokenizer's eos and the generation config's."""
         from llava_more.text import get_template
 
-        template = get_template(self.meta.template)
+        template = get_template(self.meta.template, self._tokenizer)
         ids = stop_token_ids(self._tokenizer, self._model, template.stop_tokens)
         if not ids:
             raise UserError(

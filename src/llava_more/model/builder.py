@@ -1,4 +1,5 @@
-"""Build a LLaVA model from registry ids: a real-size or tiny twin with random weights, or from checkpoints.
+"""Build a LLaVA model from registry ids (built-in or declared): a real-size or tiny twin with random
+weights, or from checkpoints.
 
 Which class is built is decided in one place (``llava_class_reasons``): a plain transformers
 ``LlavaForConditionalGeneration`` whenever it can represent the pair exactly, otherwise our
@@ -17,9 +18,6 @@ from llava_more.model.llava import LlavaMoreConfig, LlavaMoreForConditionalGener
 from llava_more.model.llm import LLMSpec, get_llm
 from llava_more.model.llm.base import check_size
 from llava_more.model.vision import VisionSpec, get_vision
-
-# LLaVA-1.5 takes features from the encoder's second-to-last layer.
-VISION_FEATURE_LAYER = -2
 
 
 def llava_class_reasons(
@@ -54,7 +52,7 @@ def llava_config(
         "vision_config": vision_config,
         "image_token_index": image_token_id,
         "image_seq_length": vision.image_tokens(size),
-        "vision_feature_layer": VISION_FEATURE_LAYER,
+        "vision_feature_layer": vision.feature_layer,
         "projector_hidden_act": "gelu",
     }
     if not llava_class_reasons(text_config, vision, s2_scales, lm_head_bias):
@@ -142,7 +140,7 @@ def build_llava_from_pretrained(
 ) -> LlavaForConditionalGeneration:
     """LLaVA assembled from pretrained checkpoints (Hugging Face ids or local folders).
 
-    ``llm_path`` / ``vision_path`` default to the registry's Hugging Face ids; ``size`` says which
+    ``llm_path`` / ``vision_path`` default to the registry's checkpoints (Hub id or local path); ``size`` says which
     geometry the checkpoints have ("tiny" for tiny twins saved locally). The LLM and the
     vision tower keep their checkpoint configs and weights; the projector is freshly initialised
     (PyTorch's default Linear init, as LLaVA builds it after loading). When ``vocab_size`` exceeds
@@ -151,8 +149,8 @@ def build_llava_from_pretrained(
     """
     llm, vision, scales = _resolve(llm_id, vision_id, size, s2_scales)
     load_kwargs = {"dtype": dtype} if dtype is not None else {}
-    causal_lm = AutoModelForCausalLM.from_pretrained(llm_path or llm.hf_id, **load_kwargs)
-    vision_tower = vision.model_class.from_pretrained(vision_path or vision.hf_id, **load_kwargs)
+    causal_lm = AutoModelForCausalLM.from_pretrained(llm_path or llm.source, **load_kwargs)
+    vision_tower = vision.model_class.from_pretrained(vision_path or vision.source, **load_kwargs)
     text_config = causal_lm.config
     lm_head_bias = causal_lm.get_output_embeddings().bias is not None
     if image_token_id is None:  # append it after everything the tokenizer and checkpoint know

@@ -566,7 +566,7 @@ def _import_original(
     config_out = llava_config(
         text_config,
         vision_config,
-        dataclasses.replace(spec, num_prefix_tokens=drop),
+        dataclasses.replace(spec, prefix_tokens=drop),
         size=size,
         s2_scales=scales,
         image_token_id=image_token_id,

@@ -1,5 +1,6 @@
-"""``llava-more models`` (sizes and shapes of every model), ``llava-more init-model`` (initial bundle) and
-``llava-more import-model`` (a published checkpoint as a bundle)."""
+"""``llava-more models`` (sizes and shapes of every model, or ``--backbones``: every built-in and declared
+backbone), ``llava-more init-model`` (initial bundle) and ``llava-more import-model`` (a published
+checkpoint as a bundle)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ _TABLE_COLUMNS = (
     "image_tokens",
 )
 
+
+_BACKBONE_COLUMNS = ("id", "kind", "origin", "family", "params", "template", "image_tokens", "source")
 
 # The study `llava-more models` describes by default: the paper's.
 DEFAULT_STUDY = "paper"
@@ -43,17 +46,38 @@ def _pairs(args: argparse.Namespace) -> list[tuple[str, str, tuple[int, ...] | b
     return pairs
 
 
-def _models(args: argparse.Namespace) -> int:
-    from llava_more.model.describe import describe_model  # torch: only when the command runs
+def _load_declarations(params: Path) -> None:
+    """params.yaml's ``backbones`` section into the registry (the file's other sections are not needed)."""
+    from llava_more.model.declarations import declare
 
-    records = [describe_model(llm, vision, s2, size=args.size) for llm, vision, s2 in _pairs(args)]
-    if args.json:
+    if params.exists():
+        import yaml
+
+        raw = yaml.safe_load(params.read_text()) or {}
+        declare(raw.get("backbones") if isinstance(raw, dict) else None, params.resolve().parent)
+
+
+def _print(records: list[dict], columns: tuple[str, ...], as_json: bool) -> None:
+    if as_json:
         for record in records:
             print(json.dumps(record))
-        return 0
-    print("\t".join(_TABLE_COLUMNS))
+        return
+    print("\t".join(columns))
     for record in records:
-        print("\t".join(str(record[c]) for c in _TABLE_COLUMNS))
+        print("\t".join(str(record.get(c, "")) for c in columns))
+
+
+def _models(args: argparse.Namespace) -> int:
+    from llava_more.model.describe import describe_backbone, describe_model  # torch: only when it runs
+
+    if args.backbones:
+        _load_declarations(args.params)
+        records = [describe_backbone("llm", i) for i in list_llms()]
+        records += [describe_backbone("vision", i) for i in list_visions()]
+        _print(records, _BACKBONE_COLUMNS, args.json)
+        return 0
+    records = [describe_model(llm, vision, s2, size=args.size) for llm, vision, s2 in _pairs(args)]
+    _print(records, _TABLE_COLUMNS, args.json)
     return 0
 
 
@@ -65,6 +89,7 @@ def _init_model(args: argparse.Namespace) -> int:
         {"--tokenizer": args.tokenizer, "--llm-path": args.llm_path, "--vision-path": args.vision_path},
         {"--out": args.out},
     )
+    _load_declarations(args.params)
     init_model(
         args.llm,
         args.vision,
@@ -109,11 +134,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     models.add_argument("--params", default="params.yaml", type=Path)
     models.add_argument("--all", action="store_true", help="every registered LLM x encoder pair (no S2)")
     models.add_argument("--size", default="real", choices=("real", "tiny"))
+    models.add_argument(
+        "--backbones",
+        action="store_true",
+        help="list every backbone instead: built-in ones and those declared in params.yaml (backbones:)",
+    )
     models.set_defaults(func=_models)
 
     init = sub.add_parser("init-model", help="build a pair's initial model and save it as a bundle")
-    init.add_argument("--llm", required=True, metavar="ID", help=f"one of: {', '.join(list_llms())}")
-    init.add_argument("--vision", required=True, metavar="ID", help=f"one of: {', '.join(list_visions())}")
+    init.add_argument(
+        "--llm",
+        required=True,
+        metavar="ID",
+        help="a built-in LLM id or one declared in params.yaml (backbones:)",
+    )
+    init.add_argument(
+        "--vision",
+        required=True,
+        metavar="ID",
+        help="a built-in encoder id or one declared in params.yaml (backbones:)",
+    )
     init.add_argument(
         "--s2", action="store_true", help="S2 multi-scale features with the encoder's default scales"
     )
@@ -135,6 +175,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--vision-path", default=None, help="encoder checkpoint (default: the registry's HF id)"
     )
     init.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
+    init.add_argument(
+        "--params",
+        default="params.yaml",
+        type=Path,
+        help="params.yaml whose backbones section declares more ids",
+    )
     init.add_argument(
         "--no-system-prompt",
         action="store_true",

@@ -104,7 +104,9 @@ def packed_plan(position_ids: torch.Tensor, batch: int) -> list[_Bucket]:
     ]
     plan = []
     for bucket in length_buckets(segments):
-        rows, starts, lengths = (torch.tensor(c, device=position_ids.device) for c in zip(*bucket, strict=True))
+        rows, starts, lengths = (
+            torch.tensor(c, device=position_ids.device) for c in zip(*bucket, strict=True)
+        )
         width = int(lengths.max())
         offsets = torch.arange(width, device=position_ids.device)
         positions = starts[:, None] + torch.minimum(offsets[None, :], lengths[:, None] - 1)
@@ -137,7 +139,9 @@ def _varlen(base: str) -> Callable:
             # The bucket's samples, right-padded to its longest, as a batch of their own. Causal
             # attention never lets a real token see the padding after it, so no key mask is needed.
             width = bucket.width
-            q, k, v = (t[bucket.rows[:, None], :, bucket.positions].transpose(1, 2) for t in (query, key, value))
+            q, k, v = (
+                t[bucket.rows[:, None], :, bucket.positions].transpose(1, 2) for t in (query, key, value)
+            )
             window = sliding_window if sliding_window is not None and width > sliding_window else None
             if eager is not None:
                 additive = torch.zeros((1, 1, width, width), dtype=q.dtype, device=q.device)

@@ -6,6 +6,13 @@ The Jinja sources live in ``chat_templates/*.jinja``; the per-LLM values (defaul
 end-of-turn token) are prepended to them as ``{% set %}`` lines so the one string saved with a tokenizer
 is self-contained.
 
+Every template also reads the message format of the Hugging Face ecosystem: a message's content may
+be a plain string or a list of parts (``{"type": "image"}``, ``{"type": "text", "text": ...}``), as
+``processor.apply_chat_template`` and lmms-eval's ``llava_hf`` send it. A short preamble
+(``ECOSYSTEM_MESSAGES``) turns list content into the string form (``<image>\n`` per image, then the
+text parts), so a bundle's saved template serves both. Besides the built-in ids, ``tokenizer``
+names a tokenizer's own chat template (``llava_more.text.tokenizer_template``).
+
 Every template id also exists without its default system prompt, as ``<id>+no-system`` (a record's own
 system turn is still rendered). The demo study uses these: its tiny LLMs learn from scratch, and a
 constant system prompt was about a fifth of every training sequence and slowed their learning.
@@ -21,8 +28,12 @@ import json
 from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
+from typing import TYPE_CHECKING
 
 from llava_more.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 IMAGE_TOKEN = "<image>"
 # Added to every tokenizer that has no pad token distinct from its EOS.
@@ -66,6 +77,44 @@ class ChatTemplate:
     special_tokens: tuple[str, ...]
 
 
+# Prepended to every chat template (built-in or a tokenizer's own); idempotent, marked by its first line.
+ECOSYSTEM_MESSAGES_MARKER = "{#- llava-more: message content as a string or a list of typed parts -#}"
+ECOSYSTEM_MESSAGES = (
+    ECOSYSTEM_MESSAGES_MARKER
+    + """
+{%- if messages | rejectattr('content', 'string') | list -%}
+{%- set llava_more_messages = namespace(items=[]) -%}
+{%- for message in messages -%}
+    {%- if message['content'] is string or message['content'] is none -%}
+        {%- set llava_more_messages.items = llava_more_messages.items + [message] -%}
+    {%- else -%}
+        {%- set llava_more_parts = namespace(images='', texts=[]) -%}
+        {%- for part in message['content'] -%}
+            {%- if part['type'] == 'image' -%}
+                {%- set llava_more_parts.images = llava_more_parts.images + '<image>\\n' -%}
+            {%- elif part['type'] == 'text' -%}
+                {%- set llava_more_parts.texts = llava_more_parts.texts + [part['text']] -%}
+            {%- else -%}
+                {{- raise_exception('llava-more models read text and image parts only, not ' ~ part['type']) -}}
+            {%- endif -%}
+        {%- endfor -%}
+        {%- set llava_more_messages.items = llava_more_messages.items + [{'role': message['role'], 'content': llava_more_parts.images + llava_more_parts.texts | join('\\n')}] -%}
+    {%- endif -%}
+{%- endfor -%}
+{%- set messages = llava_more_messages.items -%}
+{%- endif -%}
+"""
+)
+
+# The template id of a tokenizer's own chat template (resolved with that tokenizer).
+TOKENIZER_TEMPLATE_ID = "tokenizer"
+
+
+def with_ecosystem_messages(jinja: str) -> str:
+    """``jinja`` that also reads list-of-parts message content (unchanged if it already does)."""
+    return jinja if ECOSYSTEM_MESSAGES_MARKER in jinja else ECOSYSTEM_MESSAGES + jinja
+
+
 def _jinja_literal(value: str | None) -> str:
     # A JSON string is also a valid Jinja string literal (same escapes).
     return "none" if value is None else json.dumps(value, ensure_ascii=False)
@@ -74,7 +123,7 @@ def _jinja_literal(value: str | None) -> str:
 def _load_jinja(file_name: str, **variables: str | None) -> str:
     source = resources.files("llava_more.text").joinpath("chat_templates", file_name).read_text("utf-8")
     header = "".join(f"{{%- set {name} = {_jinja_literal(value)} -%}}\n" for name, value in variables.items())
-    return header + source
+    return header + with_ecosystem_messages(source)
 
 
 def _llama3(template_id: str, pad_token: str | None) -> ChatTemplate:
@@ -238,16 +287,24 @@ ORIGINAL_SYSTEM_PROMPTS: dict[str, str | None] = {
 }
 
 
-def get_template(template_id: str) -> ChatTemplate:
+def get_template(template_id: str, tokenizer: PreTrainedTokenizerBase | None = None) -> ChatTemplate:
     """The chat template with this id (``<id>+no-system``: without its default system prompt);
-    ``ConfigError`` listing the valid ids otherwise."""
+    ``ConfigError`` listing the valid ids otherwise. ``tokenizer`` (the id ``TOKENIZER_TEMPLATE_ID``)
+    is that tokenizer's own chat template, which then must be given."""
+    if template_id.removesuffix(NO_SYSTEM_SUFFIX) == TOKENIZER_TEMPLATE_ID:
+        if tokenizer is None:
+            raise ConfigError(f"chat template {template_id!r} is a tokenizer's own: it needs that tokenizer")
+        from llava_more.text.tokenizer_template import cached_template_from_tokenizer
+
+        return cached_template_from_tokenizer(tokenizer, str(tokenizer.chat_template))
     for suffix in (NO_SYSTEM_SUFFIX, ORIGINAL_SUFFIX):
         base_id = template_id.removesuffix(suffix)
         if base_id != template_id:
             break
     valid = (
         f"valid ids: {', '.join(TEMPLATE_IDS)} (each also as <id>{NO_SYSTEM_SUFFIX}; "
-        f"{', '.join(ORIGINAL_SYSTEM_PROMPTS)} also as <id>{ORIGINAL_SUFFIX})"
+        f"{', '.join(ORIGINAL_SYSTEM_PROMPTS)} also as <id>{ORIGINAL_SUFFIX}), or {TOKENIZER_TEMPLATE_ID} "
+        "(the tokenizer's own)"
     )
     try:
         template = _registry()[base_id]
@@ -279,6 +336,12 @@ def _with_default_system(template: ChatTemplate, system: str | None, new_id: str
         default_system=system,
         jinja=template.jinja.replace(header, f"{{%- set default_system = {_jinja_literal(system)} -%}}\n", 1),
     )
+
+
+def with_default_system(template: ChatTemplate, system: str) -> ChatTemplate:
+    """``template`` with ``system`` as its default system prompt, recorded as the tokenizer's own
+    template (``TOKENIZER_TEMPLATE_ID``): a bundle saves the changed template with its tokenizer."""
+    return _with_default_system(template, system, TOKENIZER_TEMPLATE_ID)
 
 
 def all_special_tokens() -> list[str]:

@@ -22,6 +22,7 @@ from llava_more.text.templates import (
     FALLBACK_PAD_TOKEN,
     IMAGE_TOKEN,
     TEMPLATE_IDS,
+    ChatTemplate,
     all_special_tokens,
     get_template,
 )
@@ -90,7 +91,9 @@ def _ensure_special_tokens(tokenizer: PreTrainedTokenizerBase, tokens: Iterable[
         )
 
 
-def apply_template(tokenizer: PreTrainedTokenizerBase, template_id: str) -> PreTrainedTokenizerBase:
+def apply_template(
+    tokenizer: PreTrainedTokenizerBase, template_id: str | ChatTemplate, *, pad_token: str | None = None
+) -> PreTrainedTokenizerBase:
     """A copy of ``tokenizer`` configured for one LLM family (the input is left untouched).
 
     Sets ``chat_template``; BOS to the family's BOS (None where it writes none); EOS to the template's
@@ -98,9 +101,11 @@ def apply_template(tokenizer: PreTrainedTokenizerBase, template_id: str) -> PreT
     tokenizer's own if it has one, else the family's, else ``<pad>``). Markers the template needs and
     ``<image>`` are added as special tokens when missing, which grows ``len(tokenizer)``: build the model
     with ``vocab_size=len(tokenizer)``. For ``plain`` only the chat template is set (it uses the
-    tokenizer's own BOS/EOS).
+    tokenizer's own BOS/EOS). ``template_id`` may also be a ``ChatTemplate`` (e.g. another tokenizer's
+    own, from ``llava_more.text.tokenizer_template``), or ``tokenizer`` for this tokenizer's own.
+    ``pad_token`` (an LLM's declared pad token) wins over the choice above when it differs from EOS.
     """
-    template = get_template(template_id)
+    template = template_id if isinstance(template_id, ChatTemplate) else get_template(template_id, tokenizer)
     configured = copy.deepcopy(tokenizer)
     _ensure_special_tokens(configured, (*template.special_tokens, IMAGE_TOKEN))
     configured.chat_template = template.jinja
@@ -110,7 +115,9 @@ def apply_template(tokenizer: PreTrainedTokenizerBase, template_id: str) -> PreT
     configured.bos_token = template.bos_token
     configured.eos_token = template.end_of_turn
     vocab = configured.get_vocab()
-    if configured.pad_token is not None and configured.pad_token != configured.eos_token:
+    if pad_token is not None and pad_token != configured.eos_token:
+        pad = pad_token
+    elif configured.pad_token is not None and configured.pad_token != configured.eos_token:
         pad = configured.pad_token
     elif template.pad_token is not None and template.pad_token in vocab:
         pad = template.pad_token

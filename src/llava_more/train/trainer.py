@@ -352,6 +352,7 @@ def train_stage(
     """
     from llava_more.data import LlavaJsonDataset
     from llava_more.model import load_bundle
+    from llava_more.text.audit import audit_dataset
 
     if stage not in (1, 2):
         raise ConfigError(f"--stage must be 1 or 2, got {stage}")
@@ -402,6 +403,8 @@ def train_stage(
                 cache_dir=work_dir,
             )
             resume = choose_checkpoint(work_dir, expected, is_main)
+        # Refuses to start when a supervised span is not exactly a reply plus its end-of-turn (names the record).
+        audit_dataset(dataset)
         batches = step_batches(cfg, dataset.lengths, split, world_size, args.process_index)
         if cfg.micro_tokens:
             accumulation = batches.grad_accum

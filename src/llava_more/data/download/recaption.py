@@ -70,17 +70,20 @@ class BundleCaptioner:
         self.model = bundle.model.eval()
         self.tokenizer, self.image_processor, self.meta = bundle.tokenizer, bundle.image_processor, bundle.meta
         vocab = self.tokenizer.get_vocab()
-        stops = [vocab.get(t) for t in get_template(self.meta.template).stop_tokens] + [self.tokenizer.eos_token_id]
+        template = get_template(self.meta.template, self.tokenizer)
+        stops = [vocab.get(t) for t in template.stop_tokens] + [self.tokenizer.eos_token_id]
         self.stop_ids = list(dict.fromkeys(t for t in stops if t is not None))
         if self.tokenizer.pad_token_id is None:
             raise UserError(f"{path}: the bundle's tokenizer has no pad token; rebuild it with apply_template")
 
     def _prompt_ids(self, prompt: str) -> list[int]:
-        from llava_more.text import IMAGE_TOKEN, generation_prompt
+        from llava_more.text import encode_prompt
 
-        text = generation_prompt(self.tokenizer, self.meta.template, prompt, has_image=True)
-        text = text.replace(IMAGE_TOKEN, self.meta.image_token * self.meta.image_tokens)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        # The image slot is the template's; the prompt's own text stays text.
+        turns = [{"role": "user", "content": prompt}]
+        return encode_prompt(
+            self.tokenizer, self.meta.template, turns, images=1, num_image_tokens=self.meta.image_tokens
+        ).input_ids
 
     def caption(self, images: Sequence[Image.Image], prompt: str, max_new_tokens: int) -> list[str]:
         ids, mask = _left_pad([self._prompt_ids(prompt)] * len(images), self.tokenizer.pad_token_id)

@@ -21,17 +21,13 @@ _GEMMA2 = {
     "pad_token_id": 0,
 }
 
-# The twin keeps head_dim * heads != hidden_size and a sliding window shorter than a demo sample.
-_GEMMA2_TINY = {"head_dim": 32, "query_pre_attn_scalar": 32, "sliding_window": 64}
-
 SPECS = (
     LLMSpec(
         id="gemma2-2b",
         hf_id="google/gemma-2-2b-it",
-        family="gemma2",
         template="gemma2",
-        config_class_name="Gemma2Config",
-        real={
+        checkpoint_config={
+            "model_type": "gemma2",
             **_GEMMA2,
             "hidden_size": 2304,
             "num_hidden_layers": 26,
@@ -39,16 +35,14 @@ SPECS = (
             "num_key_value_heads": 4,
             "intermediate_size": 9216,
         },
-        tiny=_GEMMA2_TINY,
         pad_token="<pad>",
     ),
     LLMSpec(
         id="gemma2-9b",
         hf_id="google/gemma-2-9b-it",
-        family="gemma2",
         template="gemma2",
-        config_class_name="Gemma2Config",
-        real={
+        checkpoint_config={
+            "model_type": "gemma2",
             **_GEMMA2,
             "hidden_size": 3584,
             "num_hidden_layers": 42,
@@ -56,7 +50,6 @@ SPECS = (
             "num_key_value_heads": 8,
             "intermediate_size": 14336,
         },
-        tiny=_GEMMA2_TINY,
         pad_token="<pad>",
     ),
 )

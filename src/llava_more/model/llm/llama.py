@@ -31,10 +31,9 @@ SPECS = (
     LLMSpec(
         id="llama3.1-8b",
         hf_id="meta-llama/Llama-3.1-8B-Instruct",
-        family="llama",
         template="llama3.1",
-        config_class_name="LlamaConfig",
-        real={
+        checkpoint_config={
+            "model_type": "llama",
             **_LLAMA3_8B,
             "max_position_embeddings": 131072,
             "rope_parameters": _LLAMA31_ROPE,
@@ -45,10 +44,9 @@ SPECS = (
     LLMSpec(
         id="deepseek-r1-distill-llama-8b",
         hf_id="deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
-        family="llama",
         template="deepseek_r1",
-        config_class_name="LlamaConfig",
-        real={
+        checkpoint_config={
+            "model_type": "llama",
             **_LLAMA3_8B,
             "max_position_embeddings": 131072,
             "rope_parameters": _LLAMA31_ROPE,
@@ -58,10 +56,9 @@ SPECS = (
     LLMSpec(
         id="llama3-8b",
         hf_id="meta-llama/Meta-Llama-3-8B-Instruct",
-        family="llama",
         template="llama3",
-        config_class_name="LlamaConfig",
-        real={
+        checkpoint_config={
+            "model_type": "llama",
             **_LLAMA3_8B,
             "max_position_embeddings": 8192,
             "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0},
@@ -71,10 +68,9 @@ SPECS = (
     LLMSpec(
         id="vicuna-7b-v1.5",
         hf_id="lmsys/vicuna-7b-v1.5",
-        family="llama",
         template="vicuna_v1",
-        config_class_name="LlamaConfig",
-        real={
+        checkpoint_config={
+            "model_type": "llama",
             "vocab_size": 32000,
             "hidden_size": 4096,
             "num_hidden_layers": 32,
@@ -90,6 +86,5 @@ SPECS = (
             "eos_token_id": 2,
             "pad_token_id": 0,
         },
-        tiny={"num_key_value_heads": 4},  # Vicuna has no grouped-query attention
     ),
 )

@@ -8,10 +8,9 @@ SPECS = (
     LLMSpec(
         id="phi-2",
         hf_id="microsoft/phi-2",
-        family="phi",
         template="phi2",
-        config_class_name="PhiConfig",
-        real={
+        checkpoint_config={
+            "model_type": "phi",
             "vocab_size": 51200,
             "hidden_size": 2560,
             "num_hidden_layers": 32,
@@ -27,7 +26,5 @@ SPECS = (
             "bos_token_id": 50256,
             "eos_token_id": 50256,
         },
-        tiny={"num_key_value_heads": 4},
-        lm_head_bias=True,
     ),
 )

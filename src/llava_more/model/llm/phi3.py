@@ -8,10 +8,9 @@ SPECS = (
     LLMSpec(
         id="phi4-mini",
         hf_id="microsoft/Phi-4-mini-instruct",
-        family="phi3",
         template="phi4",
-        config_class_name="Phi3Config",
-        real={
+        checkpoint_config={
+            "model_type": "phi3",
             "vocab_size": 200064,
             "hidden_size": 3072,
             "num_hidden_layers": 32,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llava_more.model.vision.base import Preprocessing, VisionSpec
+from llava_more.model.vision.base import VisionSpec, preprocessor_values
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -11,10 +11,8 @@ SPECS = (
     VisionSpec(
         id="clip-l-336",
         hf_id="openai/clip-vit-large-patch14-336",
-        family="clip_vision_model",
-        config_class_name="CLIPVisionConfig",
-        model_class_name="CLIPVisionModel",
-        real={
+        checkpoint_config={
+            "model_type": "clip_vision_model",
             "hidden_size": 1024,
             "intermediate_size": 4096,
             "num_hidden_layers": 24,
@@ -25,9 +23,8 @@ SPECS = (
             "hidden_act": "quick_gelu",
             "layer_norm_eps": 1e-5,
         },
-        tiny={"intermediate_size": 128, "projection_dim": 32},
-        real_image_size=336,
-        num_prefix_tokens=1,
-        preprocessing=Preprocessing("CLIPImageProcessor", OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, crop=True),
+        checkpoint_preprocessing=preprocessor_values(
+            "CLIPImageProcessor", OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, side=336, crop=True
+        ),
     ),
 )

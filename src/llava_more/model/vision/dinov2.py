@@ -6,12 +6,13 @@ registers variant puts CLS + 4 register tokens before the patches, all dropped b
 
 from __future__ import annotations
 
-from llava_more.model.vision.base import Preprocessing, VisionSpec
+from llava_more.model.vision.base import VisionSpec, preprocessor_values
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _LARGE = {
+    "model_type": "dinov2",
     "hidden_size": 1024,
     "num_hidden_layers": 24,
     "num_attention_heads": 16,
@@ -23,35 +24,25 @@ _LARGE = {
     "layerscale_value": 1.0,
     "use_swiglu_ffn": False,
 }
-# Resize the short side to 256 then crop 224 (tiny: 56 -> 48).
-_PREPROCESSING = Preprocessing(
-    "BitImageProcessor", IMAGENET_MEAN, IMAGENET_STD, crop=True, resize={"real": 256, "tiny": 56}
+# Resize the short side to 256 then crop 224 (the tiny twin: 56 then 48).
+_PREPROCESSING = preprocessor_values(
+    "BitImageProcessor", IMAGENET_MEAN, IMAGENET_STD, side=224, crop=True, short_side=256
 )
-_TINY = {"mlp_ratio": 2}
+_TINY_RESIZE = 56
 
 SPECS = (
     VisionSpec(
         id="dinov2-l-224",
         hf_id="facebook/dinov2-large",
-        family="dinov2",
-        config_class_name="Dinov2Config",
-        model_class_name="Dinov2Model",
-        real=_LARGE,
-        tiny=_TINY,
-        real_image_size=224,
-        num_prefix_tokens=1,
-        preprocessing=_PREPROCESSING,
+        checkpoint_config=_LARGE,
+        checkpoint_preprocessing=_PREPROCESSING,
+        tiny_resize=_TINY_RESIZE,
     ),
     VisionSpec(
         id="dinov2-l-reg-224",
         hf_id="facebook/dinov2-with-registers-large",
-        family="dinov2_with_registers",
-        config_class_name="Dinov2WithRegistersConfig",
-        model_class_name="Dinov2WithRegistersModel",
-        real={**_LARGE, "num_register_tokens": 4},
-        tiny=_TINY,
-        real_image_size=224,
-        num_prefix_tokens=5,
-        preprocessing=_PREPROCESSING,
+        checkpoint_config={**_LARGE, "model_type": "dinov2_with_registers", "num_register_tokens": 4},
+        checkpoint_preprocessing=_PREPROCESSING,
+        tiny_resize=_TINY_RESIZE,
     ),
 )

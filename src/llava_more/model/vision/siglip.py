@@ -7,9 +7,10 @@ not pass).
 
 from __future__ import annotations
 
-from llava_more.model.vision.base import Preprocessing, VisionSpec
+from llava_more.model.vision.base import VisionSpec, preprocessor_values
 
 _SO400M = {
+    "model_type": "siglip_vision_model",
     "hidden_size": 1152,
     "intermediate_size": 4304,
     "num_hidden_layers": 27,
@@ -20,21 +21,14 @@ _SO400M = {
     "layer_norm_eps": 1e-6,
     "vision_use_head": True,
 }
-_PREPROCESSING = Preprocessing("SiglipImageProcessor", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), crop=False)
+_PREPROCESSING = preprocessor_values(
+    "SiglipImageProcessor", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), side=384, crop=False
+)
 
 
 def _so400m(spec_id: str, hf_id: str) -> VisionSpec:
     return VisionSpec(
-        id=spec_id,
-        hf_id=hf_id,
-        family="siglip_vision_model",
-        config_class_name="SiglipVisionConfig",
-        model_class_name="SiglipVisionModel",
-        real=_SO400M,
-        tiny={"intermediate_size": 128},
-        real_image_size=384,
-        num_prefix_tokens=0,
-        preprocessing=_PREPROCESSING,
+        id=spec_id, hf_id=hf_id, checkpoint_config=_SO400M, checkpoint_preprocessing=_PREPROCESSING
     )
 
 
