@@ -160,3 +160,19 @@ def test_every_rule_of_the_workflow_declares_what_it_reads():
         for rule, body in re.findall(r"^rule (\w+):\n((?:[ \t].*\n|\n)*)", smk.read_text(), re.M):
             assert f'declared("{rule}")' in body, f"rule {rule} does not pass its declared params"
     assert rules == set(RULES)
+
+
+def test_a_declared_backbone_is_declared_by_the_jobs_that_build_it_and_tracked_through_its_parent_key():
+    raw = copy.deepcopy(RAW)
+    raw["backbones"] = {"llm": {"qwen2.5-0.5b": {"hf_id": "Qwen/Qwen2.5-0.5B-Instruct"}}, "vision": {}}
+    raw["studies"]["demo"]["experiments"].append({"llm": "qwen2.5-0.5b", "vision": "clip-l-336"})
+    params = parse_params(raw, base_dir=ROOT, check_backbones=False)
+    demo = params.study("demo")
+    pair = {"pair": "qwen2.5-0.5b_clip-l-336"}
+    assert job_params(params, demo, "init_model", pair)["backbones.llm.qwen2.5-0.5b.hf_id"] == (
+        "Qwen/Qwen2.5-0.5B-Instruct"
+    )
+    # The id has a dot, which DVC would read as nesting: DVC tracks the whole llm section instead.
+    assert "backbones.llm" in dvc_keys(params, demo, "init_model", pair)
+    other = job_params(params, demo, "init_model", {"pair": "phi4-mini_clip-l-336"})
+    assert not any(key.startswith("backbones") for key in other)

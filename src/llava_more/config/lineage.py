@@ -55,11 +55,23 @@ def _section(name: str) -> Callable[[Params, Study, Mapping[str, str]], Declared
     return declared
 
 
+def _backbone(params: Params, kind: str, backbone: str) -> Declared:
+    """A backbone declared in params.yaml (``backbones.llm|vision.<id>``); built-in ones are code."""
+    entry = ((params.raw.get("backbones") or {}).get(kind) or {}).get(backbone) or {}
+    return {("backbones", kind, backbone, key): value for key, value in entry.items()}
+
+
+def _warm_vision(params: Params, study: Study, w: Mapping[str, str]) -> Declared:
+    return {**_section("demo_vision")(params, study, w), **_backbone(params, "vision", w["vision"])}
+
+
 def _init_model(params: Params, study: Study, w: Mapping[str, str]) -> Declared:
     exp = study.pairs[w["pair"]]
     out: Declared = {
         ("studies", study.name, "size"): study.size,
         ("studies", study.name, "system_prompt"): study.system_prompt,
+        **_backbone(params, "llm", exp.llm),
+        **_backbone(params, "vision", exp.vision),
     }
     if exp.s2 and exp.s2_scales:
         out[("studies", study.name, "experiments", exp.block, "s2_scales")] = list(exp.s2_scales)
@@ -109,7 +121,7 @@ RULES: dict[str, Callable[[Params, Study, Mapping[str, str]], Declared]] = {
     "validate_data": _validate,
     "demo_benchmarks": _section("demo_benchmarks"),
     "demo_tokenizer": _section("demo_tokenizer"),
-    "warm_vision": _section("demo_vision"),
+    "warm_vision": _warm_vision,
     "init_model": _init_model,
     "import_published": _import_published,
     "train": _train,
