@@ -1,62 +1,64 @@
-"""``llava-more report``: a study's tables (Markdown, CSV, LaTeX) and per-benchmark plots.
+"""``llava-more report``: a study's tables (Markdown, CSV, LaTeX), findings, figures and report.html.
 
 Scores are read from ``<scores-dir>/stage2/<experiment>/scores.json`` (and ``stage1/...`` for
-studies with ``eval_untrained``), the layout of ``llava_more.paths.scores``.
+studies with ``eval_untrained``), the layout of ``llava_more.paths.scores``. The last lines printed
+say where each product is.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from llava_more.report.tables import ExperimentScores, load_scores
-
-
-def collect_scores(scores_dir: str | Path, study) -> list[ExperimentScores]:
-    """Every experiment's stage-2 scores, and stage-1 scores for the study's ``eval_untrained``
-    experiments (``config.Study``); a missing file is an error naming it."""
-    wanted = [(2, exp) for exp in study.experiments]
-    wanted += [(1, study.experiment(exp_id)) for exp_id in study.eval_untrained]
-    return [
-        load_scores(
-            Path(scores_dir) / f"stage{stage}" / exp.id / "scores.json",
-            exp.id,
-            stage=stage,
-            llm=exp.llm,
-            vision=exp.vision,
-            s2=exp.s2,
-            pretrain=exp.pretrain,
-        )
-        for stage, exp in wanted
-    ]
+from llava_more.report.bootstrap import DEFAULT_REPLICATES
 
 
 def _report(args: argparse.Namespace) -> int:
     from llava_more.config import load_params
-    from llava_more.report.plots import plot_benchmarks
-    from llava_more.report.tables import build_tables
+    from llava_more.errors import UserError
+    from llava_more.report.build import write_report
+
+    if not args.reference_only and not args.scores_dir:
+        raise UserError("report: --scores-dir is required (or --reference-only with --reference)")
 
     study = load_params(args.params).study(args.study)
-    rows = collect_scores(args.scores_dir, study)
-    tables = {name: list(ids) for name, ids in study.tables.items()}
-    written = build_tables(rows, tables, args.out, args.reference)
-    plots = plot_benchmarks(rows, args.plots, args.reference) if args.plots else []
-    summary = {name: {kind: str(path) for kind, path in paths.items()} for name, paths in written.items()}
-    print(json.dumps({"tables": summary, "plots": [str(p) for p in plots]}, indent=1))
+    paths = write_report(
+        study,
+        None if args.reference_only else args.scores_dir,
+        args.out,
+        reference_csv=args.reference,
+        figures_dir=args.plots,
+        findings_path=args.findings,
+        html_path=args.html,
+        replicates=args.bootstrap,
+        seed=args.bootstrap_seed,
+    )
+    print(json.dumps(paths.summary(), indent=1))
+    print(f"Tables of study {study.name}: {args.out}/")
+    if paths.findings:
+        print(f"Findings: {paths.findings}")
+    if paths.html:
+        print(f"Report: {paths.html}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="write a study's result tables and plots from its scores")
+    p = sub.add_parser("report", help="write a study's tables, findings, figures and report.html from its scores")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--study", default=None, help="study name (default: params.yaml's `study`)")
-    p.add_argument(
-        "--scores-dir", required=True, help="results/<study>/eval (holds stage2/<experiment>/scores.json)"
-    )
+    p.add_argument("--scores-dir", help="results/<study>/eval (holds stage2/<experiment>/scores.json)")
     p.add_argument("--out", required=True, help="folder for <table>.md/.csv/.tex")
-    p.add_argument("--plots", default=None, help="folder for per-benchmark bar charts (PNG)")
+    p.add_argument("--plots", default=None, help="folder for the figures (PNG)")
+    p.add_argument("--findings", default=None, help="findings.md to write (the study's claims, checked)")
+    p.add_argument("--html", default=None, help="report.html to write (tables, figures and findings in one file)")
     p.add_argument(
         "--reference", default=None, help="paper_results.csv: adds paper and delta values where rows match"
     )
+    p.add_argument(
+        "--reference-only", action="store_true",
+        help="no scores: the study's tables with the paper's values only (needs --reference)",
+    )
+    p.add_argument("--bootstrap", type=int, default=DEFAULT_REPLICATES, help="bootstrap replicates per cell")
+    p.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap draws")
     p.set_defaults(func=_report)
+

@@ -1,0 +1,107 @@
+"""A study's whole report from its scores: the tables, the findings, the figures and ``report.html``.
+
+``write_report`` is what ``llava-more report`` runs: it reads every evaluated model's ``scores.json``
+(``llava_more.paths.scores`` layout), builds one ``results.StudyResults`` (so every view reads the
+same bootstrap draws), lays each of the study's tables out as the paper does, and writes each
+product only once it is complete.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llava_more.errors import UserError
+from llava_more.report.bootstrap import DEFAULT_REPLICATES, Bootstrap
+from llava_more.report.layout import RowKey, table_layout
+from llava_more.report.reference import PaperResults
+from llava_more.report.results import StudyResults
+from llava_more.report.scores import ExperimentScores, load_scores
+from llava_more.report.tables import TableView, build_table
+
+log = logging.getLogger(__name__)
+
+
+def _key(exp, stage: int = 2) -> RowKey:
+    return RowKey(exp.llm, exp.vision, exp.s2, exp.pretrain, stage)
+
+
+def _scores_path(scores_dir: Path, stage: int, exp_id: str) -> Path:
+    return scores_dir / f"stage{stage}" / exp_id / "scores.json"
+
+
+def collect_scores(scores_dir: str | Path, study) -> list[ExperimentScores]:
+    """Every experiment's stage-2 scores, and stage-1 scores for the study's ``eval_untrained``
+    experiments (``config.Study``); a missing file is an error naming it."""
+    wanted = [(2, exp) for exp in study.experiments]
+    wanted += [(1, study.experiment(exp_id)) for exp_id in study.eval_untrained]
+    return [
+        load_scores(
+            _scores_path(Path(scores_dir), stage, exp.id),
+            exp.id,
+            stage=stage,
+            seed=getattr(exp, "seed", None),
+            llm=exp.llm,
+            vision=exp.vision,
+            s2=exp.s2,
+            pretrain=exp.pretrain,
+        )
+        for stage, exp in wanted
+    ]
+
+
+def study_tables(study, results: StudyResults, reference: PaperResults | None) -> list[TableView]:
+    """Each of the study's tables in the paper's layout: its experiments' rows, and the stage-1
+    rows of those evaluated before instruction tuning."""
+    untrained = set(study.eval_untrained)
+    views = []
+    for name, exp_ids in study.tables.items():
+        members = [study.experiment(exp_id) for exp_id in exp_ids]
+        keys = [_key(e) for e in members] + [_key(e, 1) for e in members if e.id in untrained]
+        views.append(build_table(table_layout(name, keys, study.size), results, reference))
+    return views
+
+
+@dataclass
+class ReportPaths:
+    tables: dict[str, dict[str, Path]] = field(default_factory=dict)
+    figures: list[Path] = field(default_factory=list)
+    findings: Path | None = None
+    html: Path | None = None
+
+    def summary(self) -> dict:
+        return {
+            "tables": {name: {kind: str(p) for kind, p in paths.items()} for name, paths in self.tables.items()},
+            "figures": [str(p) for p in self.figures],
+            "findings": str(self.findings) if self.findings else None,
+            "report": str(self.html) if self.html else None,
+        }
+
+
+def write_report(
+    study,
+    scores_dir: str | Path | None,
+    tables_dir: str | Path,
+    *,
+    reference_csv: str | Path | None = None,
+    figures_dir: str | Path | None = None,
+    findings_path: str | Path | None = None,
+    html_path: str | Path | None = None,
+    replicates: int = DEFAULT_REPLICATES,
+    seed: int = 0,
+) -> ReportPaths:
+    """Write the report of ``study`` (``config.Study``). ``scores_dir`` None renders the tables from
+    the reference alone (the paper's numbers in the study's layout, before any training)."""
+    reference = PaperResults(reference_csv) if reference_csv else None
+    if scores_dir is None and reference is None:
+        raise UserError("report: without scores (--reference-only) the tables need --reference")
+    runs = collect_scores(scores_dir, study) if scores_dir is not None else []
+    results = StudyResults(runs, Bootstrap(replicates, seed))
+    views = study_tables(study, results, reference)
+    out = ReportPaths()
+    from llava_more.report.formats import write_table
+
+    for view in views:
+        out.tables[view.name] = write_table(view, Path(tables_dir))
+    return out
