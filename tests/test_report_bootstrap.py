@@ -73,7 +73,9 @@ def test_paired_difference_matches_the_closed_form_and_is_tighter_than_unpaired(
     a, b = _agreement(n, both, only_a, only_b)
     ids = [str(i) for i in range(n)]
     boot = Bootstrap(B, seed=2)
-    boot.prepare("GQA", [sa := ColumnSamples("mean", ids, {"x": a}), sb := ColumnSamples("mean", ids, {"x": b})])
+    boot.prepare(
+        "GQA", [sa := ColumnSamples("mean", ids, {"x": a}), sb := ColumnSamples("mean", ids, {"x": b})]
+    )
     diff = boot.run_replicates("GQA", sa) - boot.run_replicates("GQA", sb)
     p10, p01 = only_a / n, only_b / n
     sd = 100 * np.sqrt((p10 + p01 - (p10 - p01) ** 2) / n)  # the paired (McNemar) variance

@@ -30,7 +30,12 @@ def _write_logs(raw_dir: Path, task: str, records: list[dict]) -> None:
 
 def _options_prompt(question: str, options: list[str]) -> str:
     letters = "ABCDE"
-    return question + "\n" + "\n".join(f"{letters[i]}. {o}" for i, o in enumerate(options)) + "\nAnswer with the letter."
+    return (
+        question
+        + "\n"
+        + "\n".join(f"{letters[i]}. {o}" for i, o in enumerate(options))
+        + "\nAnswer with the letter."
+    )
 
 
 # ---- lmms-eval's process_results on documents in each task's format
@@ -66,9 +71,15 @@ def _seed_records(n: int) -> list[dict]:
 
     out = []
     for i in range(n):
-        doc = {"answer": rng_py.choice("ABCD"), "data_type": "video" if i % 3 == 0 else "image", "question_id": f"{i:06d}"}
+        doc = {
+            "answer": rng_py.choice("ABCD"),
+            "data_type": "video" if i % 3 == 0 else "image",
+            "question_id": f"{i:06d}",
+        }
         pred = rng_py.choice(["A", "B", "C", "D", "B.", "none"])
-        out.append({"input": _options_prompt("Which?", ["w", "x", "y", "z"]), **seed_process_result(doc, [pred])})
+        out.append(
+            {"input": _options_prompt("Which?", ["w", "x", "y", "z"]), **seed_process_result(doc, [pred])}
+        )
     return out
 
 
@@ -108,7 +119,9 @@ def _mmbench_records(questions: int) -> list[dict]:
                    "hint": None, "source": "demo", "split": "dev", "category": "count", "L2-category": "perception",
                    **{letters[j]: rotated[j] if j < len(rotated) else "nan" for j in range(4)}}  # fmt: skip
             pred = rng_py.choice([doc["answer"], "A", "B", "I do not know"])
-            out.append({"input": _options_prompt(doc["question"], rotated), **process_results_en(doc, [pred])})
+            out.append(
+                {"input": _options_prompt(doc["question"], rotated), **process_results_en(doc, [pred])}
+            )
     return out
 
 
@@ -132,7 +145,9 @@ def _check_against(samples: ColumnSamples, aggregate, drawn_records, draws: int 
     for _ in range(draws):
         counts, picks = _redraw(samples, rng)
         ours = samples.statistic(counts)[0]
-        assert ours == pytest.approx(aggregate(drawn_records(picks)), abs=1e-3 * max(1.0, samples.scale / 100))
+        assert ours == pytest.approx(
+            aggregate(drawn_records(picks)), abs=1e-3 * max(1.0, samples.scale / 100)
+        )
 
 
 def _extract(tmp_path, benchmark: str, records: list[dict], column: str, reported: float) -> ColumnSamples:
@@ -150,7 +165,9 @@ def test_pope_f1_equals_lmms_evals_aggregation_on_resamples(tmp_path):
     metric = [r["pope_f1_score"] for r in records]
     samples = _extract(tmp_path, "pope", records, "POPE", pope_aggregate_f1_score(metric) * 100)
     assert samples.kind == "f1" and samples.n == 300
-    _check_against(samples, lambda rs: pope_aggregate_f1_score(rs) * 100, lambda picks: [metric[i] for i in picks])
+    _check_against(
+        samples, lambda rs: pope_aggregate_f1_score(rs) * 100, lambda picks: [metric[i] for i in picks]
+    )
     assert samples.chance == pytest.approx(50.0, abs=6)  # a fair coin on about balanced yes/no questions
 
 
@@ -183,7 +200,9 @@ def test_seed_splits_are_strata_of_seed_all(tmp_path):
     records = _seed_records(240)
     for column, key in (("SEED-All", "seed_all"), ("SEED-I", "seed_image"), ("SEED-V", "seed_video")):
         metric = [r[key] for r in records if key in r]
-        samples = _extract(tmp_path / column, "seedbench", records, column, seed_aggregation_result(metric) * 100)
+        samples = _extract(
+            tmp_path / column, "seedbench", records, column, seed_aggregation_result(metric) * 100
+        )
         chosen = [r for r in records if key in r]
         _check_against(samples, lambda rs: seed_aggregation_result(rs) * 100,
                        lambda picks, chosen=chosen, key=key: [chosen[i][key] for i in picks])  # fmt: skip
@@ -198,7 +217,9 @@ def test_mmmu_correctness_follows_its_answer_parser(tmp_path):
     records = _mmmu_records(200)
     metric = [r["mmmu_acc"] for r in records]
     samples = _extract(tmp_path, "mmmu_val", records, "MMMU", mmmu_aggregate_results(metric) * 100)
-    _check_against(samples, lambda rs: mmmu_aggregate_results(rs) * 100, lambda picks: [metric[i] for i in picks])
+    _check_against(
+        samples, lambda rs: mmmu_aggregate_results(rs) * 100, lambda picks: [metric[i] for i in picks]
+    )
     assert samples.chance == pytest.approx(100 * (0.8 * 0.25), abs=4)  # open questions: 0
 
 
@@ -235,7 +256,9 @@ def test_a_column_whose_samples_do_not_reproduce_the_reported_value_is_left_out(
     report = extract_columns([bench], tmp_path, {"POPE": 12.345})
     assert report.columns == {} and "does not reproduce lmms-eval's 12.345" in report.skipped["POPE"]
     assert "POPE: no confidence interval" in caplog.text
-    assert "no logged samples" in extract_columns([get_benchmark("gqa")], tmp_path, {"GQA": 1.0}).skipped["GQA"]
+    assert (
+        "no logged samples" in extract_columns([get_benchmark("gqa")], tmp_path, {"GQA": 1.0}).skipped["GQA"]
+    )
 
 
 def test_samples_survive_the_scores_json_round_trip(tmp_path):
@@ -251,7 +274,12 @@ def test_samples_survive_the_scores_json_round_trip(tmp_path):
 
 @pytest.mark.parametrize(
     ("prompt", "options"),
-    [("Which?\nA. red\nB. blue\nC. green", 3), ("How many?", 0), ("Pick\n(A) x\n(B) y", 2), ("A. x\nC. y", 1)],
+    [
+        ("Which?\nA. red\nB. blue\nC. green", 3),
+        ("How many?", 0),
+        ("Pick\n(A) x\n(B) y", 2),
+        ("A. x\nC. y", 1),
+    ],
 )
 def test_options_are_counted_from_the_prompt(prompt, options):
     assert count_options(prompt) == options

@@ -34,14 +34,18 @@ def _stable_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-def draw_counts(strata: list[np.ndarray], n_units: int, replicates: int, rng: np.random.Generator) -> np.ndarray:
+def draw_counts(
+    strata: list[np.ndarray], n_units: int, replicates: int, rng: np.random.Generator
+) -> np.ndarray:
     """How often each unit is drawn in each replicate (replicates x units): every stratum redrawn
     with replacement to its own size."""
     counts = np.zeros((replicates, n_units), dtype=np.float64)
     offsets = (np.arange(replicates) * n_units)[:, None]
     for index in strata:
         picks = index[rng.integers(0, len(index), size=(replicates, len(index)))]
-        counts += np.bincount((picks + offsets).ravel(), minlength=replicates * n_units).reshape(replicates, n_units)
+        counts += np.bincount((picks + offsets).ravel(), minlength=replicates * n_units).reshape(
+            replicates, n_units
+        )
     return counts
 
 

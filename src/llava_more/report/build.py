@@ -72,7 +72,9 @@ class ReportPaths:
 
     def summary(self) -> dict:
         return {
-            "tables": {name: {kind: str(p) for kind, p in paths.items()} for name, paths in self.tables.items()},
+            "tables": {
+                name: {kind: str(p) for kind, p in paths.items()} for name, paths in self.tables.items()
+            },
             "figures": [str(p) for p in self.figures],
             "findings": str(self.findings) if self.findings else None,
             "report": str(self.html) if self.html else None,

@@ -43,22 +43,26 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="write a study's tables, findings, figures and report.html from its scores")
+    p = sub.add_parser(
+        "report", help="write a study's tables, findings, figures and report.html from its scores"
+    )
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--study", default=None, help="study name (default: params.yaml's `study`)")
     p.add_argument("--scores-dir", help="results/<study>/eval (holds stage2/<experiment>/scores.json)")
     p.add_argument("--out", required=True, help="folder for <table>.md/.csv/.tex")
     p.add_argument("--plots", default=None, help="folder for the figures (PNG)")
     p.add_argument("--findings", default=None, help="findings.md to write (the study's claims, checked)")
-    p.add_argument("--html", default=None, help="report.html to write (tables, figures and findings in one file)")
+    p.add_argument(
+        "--html", default=None, help="report.html to write (tables, figures and findings in one file)"
+    )
     p.add_argument(
         "--reference", default=None, help="paper_results.csv: adds paper and delta values where rows match"
     )
     p.add_argument(
-        "--reference-only", action="store_true",
+        "--reference-only",
+        action="store_true",
         help="no scores: the study's tables with the paper's values only (needs --reference)",
     )
     p.add_argument("--bootstrap", type=int, default=DEFAULT_REPLICATES, help="bootstrap replicates per cell")
     p.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap draws")
     p.set_defaults(func=_report)
-

@@ -45,7 +45,9 @@ def _parts(cell: Cell) -> tuple[str, str, str]:
         extra = (extra + f" σ{ours.spread:.1f}").strip()
     paper = ""
     if cell.paper is not None:
-        paper = f"paper {number(cell.paper)}" + (f", Δ {number(cell.delta, signed=True)}" if cell.delta is not None else "")
+        paper = f"paper {number(cell.paper)}" + (
+            f", Δ {number(cell.delta, signed=True)}" if cell.delta is not None else ""
+        )
     return value, extra, paper
 
 
@@ -77,7 +79,11 @@ def markdown(view: TableView) -> str:
                 lines.append(f"| *{row.spec.section}* |" + " |" * (width - 1))
             section = row.spec.section
             info = [row.spec.info.get(name, "") for name in view.layout.info_columns]
-            lines.append("| " + " | ".join([row.label, *info, *(markdown_cell(row.cells[c]) for c in view.columns)]) + " |")
+            lines.append(
+                "| "
+                + " | ".join([row.label, *info, *(markdown_cell(row.cells[c]) for c in view.columns)])
+                + " |"
+            )
     diffs = [row for row in view.rows() if row.differences]
     if diffs:
         lines += ["", "Differences within blocks (row − baseline):", ""]
@@ -107,7 +113,19 @@ def _block_of(view: TableView, row: TableRow) -> str | None:
 
 
 def write_csv(view: TableView, path: Path) -> None:
-    header = ["table", "block", "section", "row", "stage", "llm", "vision", "s2", "pretrain", "experiments", "seeds"]
+    header = [
+        "table",
+        "block",
+        "section",
+        "row",
+        "stage",
+        "llm",
+        "vision",
+        "s2",
+        "pretrain",
+        "experiments",
+        "seeds",
+    ]
     header += list(view.layout.info_columns)
     for c in view.columns:
         header += [c, f"{c}_low", f"{c}_high", f"{c}_seed_sd", f"{c}_best", f"{c}_flag"]
@@ -216,7 +234,9 @@ def latex(view: TableView) -> str:
         section = None
         for row in block.rows:
             if row.spec.section and row.spec.section != section:
-                lines.append(rf"\multicolumn{{{width}}}{{l}}{{\quad\textit{{{latex_escape(row.spec.section)}}}}} \\")
+                lines.append(
+                    rf"\multicolumn{{{width}}}{{l}}{{\quad\textit{{{latex_escape(row.spec.section)}}}}} \\"
+                )
             section = row.spec.section
             info = [latex_escape(row.spec.info.get(name, "")) for name in view.layout.info_columns]
             cells = [latex_cell(row.cells[c]) for c in view.columns]

@@ -273,7 +273,8 @@ def _sort_key(table: str, key: RowKey) -> tuple:
     else:
         readme = {k: i for i, k in enumerate(_README)}
         primary = (readme.get((key.llm, key.vision, key.s2), len(readme)),)
-    return (*primary, key.llm, key.vision, key.s2, key.pretrain, -key.stage)
+    rest = (*_order(_LLMS, key.llm), *_order(_VISIONS, key.vision), key.s2, *_order(_PRETRAIN, key.pretrain))
+    return (*primary, *rest, -key.stage)
 
 
 def _label(table: str, key: RowKey, varying: tuple[str, ...]) -> str:

@@ -48,7 +48,9 @@ class PaperResults:
             same = [o for o in rows if o[:2] == (group, label) and o != (group, label, ref, s2)]
             keep_s2 = any(o[3] != s2 for o in same)
             keep_ref = any(o[3] == s2 and o[2] != ref for o in same)
-            keys.append(PaperKey(table, group or None, label, ref if keep_ref else None, s2 if keep_s2 else None))
+            keys.append(
+                PaperKey(table, group or None, label, ref if keep_ref else None, s2 if keep_s2 else None)
+            )
         return keys
 
     def values(self, key: PaperKey) -> dict[str, float]:

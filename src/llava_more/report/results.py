@@ -34,7 +34,7 @@ class StudyResults:
         self.rows: dict[RowKey, list[ExperimentScores]] = defaultdict(list)
         for run in runs:
             self.rows[run.key].append(run)
-        for key, members in self.rows.items():
+        for members in self.rows.values():
             members.sort(key=lambda r: (r.seed is not None, r.seed or 0))
             seeds = [r.seed for r in members]
             if len(set(seeds)) != len(seeds):
@@ -89,10 +89,13 @@ class StudyResults:
         values = [np.mean([normalised(c, r.columns[c]) for c in columns]) for r in self.runs(key)]
         return self.bootstrap.estimate(values, self.average_replicates(key, columns))
 
-    def paired(self, a: RowKey, b: RowKey, column: str) -> bool:
-        """Whether every run of the two rows was scored on the same units of ``column``."""
-        ids = {tuple(r.samples[column].ids) for r in self.runs(a) + self.runs(b) if column in r.samples}
-        return len(ids) == 1
+    def paired(self, a: RowKey, b: RowKey, column: str) -> bool | None:
+        """Whether every run of the two rows was scored on the same units of ``column`` (None:
+        not every run has per-question scores)."""
+        runs = self.runs(a) + self.runs(b)
+        if not runs or not all(column in r.samples for r in runs):
+            return None
+        return len({tuple(r.samples[column].ids) for r in runs}) == 1
 
     def difference(self, a: RowKey, b: RowKey, column: str) -> Estimate | None:
         """``a - b`` on ``column`` (``AVERAGE``: the average over the columns both rows have)."""
@@ -109,9 +112,14 @@ class StudyResults:
         ea, eb = self.average(a, columns), self.average(b, columns)
         if ea is None or eb is None:
             return None
-        paired = all(self.paired(a, b, c) for c in columns)
+        pairing = [self.paired(a, b, c) for c in columns]
+        paired = None if None in pairing else all(pairing)
         return self.bootstrap.difference(
-            ea.value, eb.value, self.average_replicates(a, columns), self.average_replicates(b, columns), paired
+            ea.value,
+            eb.value,
+            self.average_replicates(a, columns),
+            self.average_replicates(b, columns),
+            paired,
         )
 
     def chance(self, column: str) -> float | None:

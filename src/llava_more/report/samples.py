@@ -63,7 +63,9 @@ class ColumnSamples:
             raise ValueError(f"unknown statistic {self.kind!r}")
         self.features = {k: np.asarray(v, dtype=np.float64) for k, v in self.features.items()}
         n = len(self.ids)
-        if any(len(v) != n for v in self.features.values()) or (self.strata is not None and len(self.strata) != n):
+        if any(len(v) != n for v in self.features.values()) or (
+            self.strata is not None and len(self.strata) != n
+        ):
             raise ValueError("every feature and the strata need one entry per unit")
 
     @property
@@ -133,7 +135,9 @@ def load_columns(raw: dict[str, Any] | None, where: str) -> dict[str, ColumnSamp
     try:
         return {column: ColumnSamples.from_json(data) for column, data in raw.items()}
     except (KeyError, TypeError, ValueError) as err:
-        raise UserError(f"{where}: its per-sample scores are unreadable ({err}); re-run the evaluation") from None
+        raise UserError(
+            f"{where}: its per-sample scores are unreadable ({err}); re-run the evaluation"
+        ) from None
 
 
 # --------------------------------------------------------------------------- from lmms-eval's logs
@@ -262,7 +266,10 @@ def _mmbench(records, key: str, task: str) -> ColumnSamples:
         k = count_options(prompts.get(index, ""))
         chances.append((1.0 / k) ** len(variants) if k else 0.0)
     return ColumnSamples(
-        "mean", ids=[str(i) for i in main], features={"x": hits}, chance=float(np.mean(chances)) * 100 if main else None
+        "mean",
+        ids=[str(i) for i in main],
+        features={"x": hits},
+        chance=float(np.mean(chances)) * 100 if main else None,
     )
 
 
@@ -298,7 +305,9 @@ def extract_columns(benches: list, raw_dir: str | Path, reported: dict[str, floa
             metric = spec.metric.split(",")[0]
             extractor = _EXTRACTORS.get(metric)
             if extractor is None or not records:
-                out.skipped[column] = f"no per-sample form for metric {metric!r}" if records else "no logged samples"
+                out.skipped[column] = (
+                    f"no per-sample form for metric {metric!r}" if records else "no logged samples"
+                )
                 continue
             if bench.needs_env:
                 out.skipped[column] = "judged by an external model: per-question verdicts are not logged"
@@ -312,8 +321,12 @@ def extract_columns(benches: list, raw_dir: str | Path, reported: dict[str, floa
                 out.skipped[column] = "no units"
                 continue
             point, expected = samples.point(), reported.get(column)
-            if expected is None or not math.isclose(point, expected, rel_tol=CHECK_TOLERANCE, abs_tol=1e-5 * samples.scale):
-                out.skipped[column] = f"per-sample value {point:.6g} does not reproduce lmms-eval's {expected}"
+            if expected is None or not math.isclose(
+                point, expected, rel_tol=CHECK_TOLERANCE, abs_tol=1e-5 * samples.scale
+            ):
+                out.skipped[column] = (
+                    f"per-sample value {point:.6g} does not reproduce lmms-eval's {expected}"
+                )
                 continue
             out.columns[column] = samples
     for column, why in out.skipped.items():

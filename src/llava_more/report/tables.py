@@ -98,7 +98,13 @@ def _baseline(layout: TableLayout, block_rows: list[TableRow], row: TableRow) ->
     if layout.name == "table3_s2":
         for other in block_rows:
             k = other.key
-            if (k.llm, k.vision, k.pretrain, k.stage, k.s2) == (row.key.llm, row.key.vision, row.key.pretrain, 2, False):
+            if (k.llm, k.vision, k.pretrain, k.stage, k.s2) == (
+                row.key.llm,
+                row.key.vision,
+                row.key.pretrain,
+                2,
+                False,
+            ):
                 return None if other is row else other
         return None
     first = next((r for r in block_rows if r.key.stage == 2), None)
@@ -130,7 +136,9 @@ def build_table(
             cells = {}
             for column in benchmarks:
                 flags = [r.flag(column) for r in runs if r.flag(column)]
-                cells[column] = Cell(results.estimate(spec.key, column), paper.get(column), False, max(flags, default=None))
+                cells[column] = Cell(
+                    results.estimate(spec.key, column), paper.get(column), False, max(flags, default=None)
+                )
             paper_avg = (
                 sum(normalised(c, paper[c]) for c in benchmarks) / len(benchmarks)
                 if benchmarks and all(c in paper for c in benchmarks)
@@ -154,7 +162,9 @@ def build_table(
                 top = _display(max(values))
                 for r in rows:
                     ours = r.cells[column].ours
-                    r.cells[column].best = r.key.stage == 2 and ours is not None and _display(ours.value) == top
+                    r.cells[column].best = (
+                        r.key.stage == 2 and ours is not None and _display(ours.value) == top
+                    )
         blocks.append(TableBlock(spec_block.title, rows))
     view = TableView(layout, columns, blocks, with_paper)
     view.notes = _notes(view)
@@ -174,7 +184,9 @@ def _notes(view: TableView) -> list[str]:
             "redraws the seeds."
         )
     if AVERAGE in view.columns:
-        notes.append(f"{AVERAGE}: the mean of the table's benchmarks, with MME-P out of 2000 and MME-C out of 800 as percentages.")
+        notes.append(
+            f"{AVERAGE}: the mean of the table's benchmarks, with MME-P out of 2000 and MME-C out of 800 as percentages."
+        )
     if view.with_paper:
         notes.append("Under each value: the paper's value and our delta (ours − paper).")
     if any(row.differences for row in view.rows()):
