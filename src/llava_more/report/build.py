@@ -14,6 +14,11 @@ from pathlib import Path
 
 from llava_more.errors import UserError
 from llava_more.report.bootstrap import DEFAULT_REPLICATES, Bootstrap
+from llava_more.report.figures import write_figures
+from llava_more.report.findings import check_claims
+from llava_more.report.findings import markdown as findings_markdown
+from llava_more.report.html import write_html
+from llava_more.report.formats import write_table
 from llava_more.report.layout import RowKey, table_layout
 from llava_more.report.reference import PaperResults
 from llava_more.report.results import StudyResults
@@ -102,8 +107,23 @@ def write_report(
     results = StudyResults(runs, Bootstrap(replicates, seed))
     views = study_tables(study, results, reference)
     out = ReportPaths()
-    from llava_more.report.formats import write_table
 
     for view in views:
         out.tables[view.name] = write_table(view, Path(tables_dir))
+    findings = check_claims(getattr(study, "findings", ()), results, reference, study.size)
+    with_paper = any(v.with_paper for v in views)
+    if findings_path is not None:
+        out.findings = Path(findings_path)
+        out.findings.parent.mkdir(parents=True, exist_ok=True)
+        out.findings.write_text(findings_markdown(findings, study.name, with_paper), encoding="utf-8")
+    if figures_dir is not None:
+        out.figures = write_figures(results, views, figures_dir)
+    if html_path is not None:
+        seeds = max((len(r) for r in results.rows.values()), default=0)
+        about = (
+            f"{len(results.rows)} evaluated rows"
+            + (f", up to {seeds} training seeds each" if seeds > 1 else "")
+            + f"; intervals from {replicates} bootstrap replicates (seed {seed})."
+        )
+        out.html = write_html(html_path, study.name, views, findings, out.figures, about=about)
     return out

@@ -36,7 +36,7 @@ def difference_text(estimate: Estimate | None) -> str:
     return text
 
 
-def _parts(cell: Cell) -> tuple[str, str, str]:
+def cell_parts(cell: Cell) -> tuple[str, str, str]:
     """(value, interval and spread, paper and delta) of a cell, as plain text."""
     ours = cell.ours
     value = number(ours.value) if ours else ""
@@ -52,7 +52,7 @@ def _parts(cell: Cell) -> tuple[str, str, str]:
 
 
 def markdown_cell(cell: Cell) -> str:
-    value, extra, paper = _parts(cell)
+    value, extra, paper = cell_parts(cell)
     if value and cell.best:
         value = f"**{value}**"
     if value and cell.flag:
@@ -189,7 +189,7 @@ def latex_escape(text: str) -> str:
 
 
 def latex_cell(cell: Cell) -> str:
-    value, extra, paper = _parts(cell)
+    value, extra, paper = cell_parts(cell)
     if not value and not paper:
         return ""
     if value and cell.best:

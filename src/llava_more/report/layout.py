@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from llava_more.eval.benchmarks import COLUMNS
+from llava_more.eval.benchmarks import AVERAGE, COLUMNS
 
 TABLES = ("table1_llm", "table2_vision", "table3_s2", "table4_pretrain_data", "readme")
 TITLES = {
@@ -34,7 +34,6 @@ README_COLUMNS = (
     "TextVQA", "ScienceQA", "AI2D", "SEED-V", "SEED-All", "SEED-I", "MMMU",
     "MMB-CN", "MMB-EN", "POPE", "GQA", "MME-P", "MME-C",
 )  # fmt: skip
-AVERAGE = "Avg"
 
 OURS = "LLaVA-MORE (Ours)"
 SMALL, MEDIUM = "Small-Scale MLLMs", "Medium-Scale MLLMs"
