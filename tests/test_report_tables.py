@@ -12,11 +12,11 @@ import pytest
 from llava_more.cli import main
 from llava_more.config import load_params
 from llava_more.errors import UserError
-from llava_more.eval.benchmarks import COLUMNS, get_benchmark
+from llava_more.eval.benchmarks import AVERAGE, COLUMNS, get_benchmark
 from llava_more.eval.run import scores_from_results
 from llava_more.report.bootstrap import Bootstrap
 from llava_more.report.formats import latex, markdown
-from llava_more.report.layout import AVERAGE, README_COLUMNS, RowKey, table_layout
+from llava_more.report.layout import README_COLUMNS, RowKey, table_layout
 from llava_more.report.reference import PaperResults
 from llava_more.report.results import StudyResults
 from llava_more.report.samples import ColumnSamples

@@ -17,8 +17,8 @@ from llava_more.report.bootstrap import DEFAULT_REPLICATES, Bootstrap
 from llava_more.report.figures import write_figures
 from llava_more.report.findings import check_claims
 from llava_more.report.findings import markdown as findings_markdown
-from llava_more.report.html import write_html
 from llava_more.report.formats import write_table
+from llava_more.report.html import write_html
 from llava_more.report.layout import RowKey, table_layout
 from llava_more.report.reference import PaperResults
 from llava_more.report.results import StudyResults

@@ -20,9 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from llava_more.config.claims import Claim, comparisons
+from llava_more.eval.benchmarks import AVERAGE, COLUMNS
 from llava_more.report.bootstrap import Estimate
 from llava_more.report.formats import difference_text, number
-from llava_more.eval.benchmarks import AVERAGE, COLUMNS
 from llava_more.report.layout import TABLES, RowKey, describe, paper_row
 from llava_more.report.reference import PaperResults
 from llava_more.report.results import StudyResults, normalised

@@ -8,8 +8,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from llava_more.eval.benchmarks import AVERAGE
 from llava_more.report.bootstrap import Estimate
-from llava_more.report.layout import AVERAGE, COLUMN_GROUPS, column_label
+from llava_more.report.layout import COLUMN_GROUPS, column_label
 from llava_more.report.tables import Cell, TableRow, TableView
 
 DAGGER = "†"

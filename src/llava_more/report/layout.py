@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from llava_more.eval.benchmarks import AVERAGE, COLUMNS
+from llava_more.eval.benchmarks import COLUMNS
 
 TABLES = ("table1_llm", "table2_vision", "table3_s2", "table4_pretrain_data", "readme")
 TITLES = {

@@ -12,8 +12,9 @@ from collections import defaultdict
 
 import numpy as np
 
+from llava_more.eval.benchmarks import AVERAGE
 from llava_more.report.bootstrap import Bootstrap, Estimate
-from llava_more.report.layout import AVERAGE, RowKey
+from llava_more.report.layout import RowKey
 from llava_more.report.scores import ExperimentScores
 
 # The average over benchmarks puts MME on the percentage scale of the others: its perception score

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from llava_more.eval.benchmarks import AVERAGE
 from llava_more.report.bootstrap import Estimate
-from llava_more.report.layout import AVERAGE, RowKey, RowSpec, TableLayout
+from llava_more.report.layout import RowKey, RowSpec, TableLayout
 from llava_more.report.reference import PaperResults
 from llava_more.report.results import StudyResults, normalised
 
