@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 CONSTRAINTS ?= constraints/cpu.txt
 CORES ?= 2
 
-.PHONY: install demo test lint clean-demo pull
+.PHONY: install demo test lint clean-demo repro push pull status
 
 install: $(VENV)/.installed
 
@@ -37,13 +37,21 @@ lint: install
 clean-demo:
 	rm -rf data runs results logs .snakemake
 
-# Bring a finished study's artifacts from the DVC remote, then tell Snakemake they are current
-# (a pull resets modification times; --touch records them without recomputing anything).
+# DVC, one study at a time: dvc.yaml holds every study's stages, and these run dvc on STUDY's.
+# `pull` brings a finished study's artifacts from the DVC remote, then tells Snakemake they are
+# current (a pull resets modification times; --touch records them without recomputing anything).
 STUDY ?= demo
+STAGES = $$($(VENV)/bin/llava-more dvc-stages --study $(STUDY))
+repro: install
+	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/dvc repro $(STAGES)
+push: install
+	$(VENV)/bin/dvc push $(STAGES)
 pull: install
-	$(VENV)/bin/dvc pull
+	$(VENV)/bin/dvc pull $(STAGES)
 	$(VENV)/bin/snakemake --cores 1 --touch all --config study=$(STUDY)
+status: install
+	$(VENV)/bin/dvc status $(STAGES)
 
-# Regenerate dvc.yaml after changing the workflow or the default study.
+# Regenerate dvc.yaml after changing the workflow or a study.
 dvc.yaml: Snakefile params.yaml $(wildcard workflow/rules/*.smk)
 	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/llava-more dvc-yaml --out $@

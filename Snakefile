@@ -2,6 +2,10 @@
 #   data -> (demo tokenizer) -> initial model -> stage 1 -> stage 2 -> lmms-eval -> tables.
 # Every rule calls one `llava-more` command; the logic lives in the llava_more package.
 # The study comes from params.yaml (`study:`), or `--config study=NAME`.
+#
+# Every rule's `params` carry the params.yaml values that decide its output (llava_more.config.lineage,
+# the same declaration dvc.yaml is generated from), so Snakemake's params trigger reruns exactly the
+# jobs an edit of params.yaml changes, and nothing for an edit that changes no result.
 
 import os
 import re
@@ -9,16 +13,31 @@ import sys
 
 from llava_more import paths
 from llava_more.config import load_params
+from llava_more.config.lineage import job_params
+from llava_more.config.schema import check_benchmarks_installed
+from llava_more.errors import ConfigError
 
-configfile: "params.yaml"
+# `--config` keys this workflow reads; any other is refused rather than silently ignored.
+CONFIG_KEYS = ("study",)
+_unknown = sorted(set(config) - set(CONFIG_KEYS))
+if _unknown:
+    raise ConfigError(
+        f"--config {', '.join(_unknown)}: not a setting of this workflow (it reads only: {', '.join(CONFIG_KEYS)}); "
+        "hyperparameters, datasets and studies are set in params.yaml"
+    )
 
 PARAMS = load_params("params.yaml")
 STUDY = PARAMS.study(config.get("study"))
+check_benchmarks_installed(PARAMS)
 S = STUDY.name
 # How rules call the package: this interpreter by default (works without an activated venv);
 # `llava-more dvc-yaml` sets LLAVA_MORE_CMD=llava-more so dvc.yaml stays portable.
 LLAVA = os.environ.get("LLAVA_MORE_CMD", f"{sys.executable} -m llava_more")
-PROTOCOL = PARAMS.protocols[STUDY.protocol]
+
+
+def declared(rule):
+    """A rule's `params` entry: the params.yaml values that decide its job's output."""
+    return lambda wildcards: job_params(PARAMS, STUDY, rule, wildcards)
 
 
 def one_of(names):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
+from llava_more.config import load_params
 from llava_more.errors import EvaluationFailed, UserError
 from llava_more.eval import mmbench_rules
 from llava_more.eval.benchmarks import BENCHMARKS, COLUMNS, columns_of, get_benchmark, write_overlays
@@ -17,10 +17,10 @@ PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 def test_real_and_demo_suites_fill_all_thirteen_columns():
-    suites = yaml.safe_load(PARAMS.read_text())["benchmark_suites"]
-    assert columns_of(list(suites["real"])) == list(COLUMNS)
+    suites = load_params(PARAMS).benchmark_suites
+    assert columns_of(list(suites["real"].tasks)) == list(COLUMNS)
     assert columns_of(list(DEMO_TASKS)) == list(COLUMNS)
-    assert set(suites["demo"]) <= set(BENCHMARKS)
+    assert set(suites["demo"].tasks) <= set(BENCHMARKS)
 
 
 def test_column_sources():

@@ -48,7 +48,7 @@ def test_split_batch_rejects_nonsense():
 
 
 def test_train_config_from_the_papers_protocol():
-    stage2 = load_params(PARAMS, check_backbones=False).protocols["llava-1.5"].stage(2)
+    stage2 = load_params(PARAMS, check_backbones=False).protocols["llava15"].stage(2)
     cfg = TrainConfig.from_protocol(stage2, seed=3, max_steps=None, lora_r=8)
     assert (cfg.global_batch, cfg.per_device_batch, cfg.lr) == (128, 16, 2e-5)
     assert (cfg.deepspeed, cfg.image_aspect_ratio, cfg.group_by_length, cfg.precision) == (

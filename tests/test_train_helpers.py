@@ -112,14 +112,14 @@ def write_params(folder: Path, **overrides) -> Path:
     on both stages."""
     import yaml
 
-    from llava_more.config.schema import StageProtocol
+    from llava_more.config import StageRecipe
 
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     stages = params["protocols"]["demo"]
     # Only the demo's required keys: an optional one it sets (packing, say) would silently make the
     # CLI run differ from an in-process TrainConfig(**overrides) reference.
     params["protocols"]["test"] = {
-        name: {**{k: v for k, v in stage.items() if k not in StageProtocol.OPTIONAL}, **overrides}
+        name: {**{k: v for k, v in stage.items() if k in StageRecipe.REQUIRED}, **overrides}
         for name, stage in stages.items()
     }
     path = folder / "params.yaml"

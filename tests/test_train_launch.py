@@ -9,7 +9,7 @@ import pytest
 from llava_more.errors import UserError
 from llava_more.train.launch import expand_nodelist, plan_launch, rendezvous_port, slurm_gpus_per_node
 
-ARGS = ["train", "--stage", "2", "--init", "runs/x/stage1/e", "--protocol", "llava-1.5"]
+ARGS = ["train", "--stage", "2", "--init", "runs/x/stage1/e", "--protocol", "llava15"]
 PY = "/venv/bin/python"
 
 SLURM_BATCH = {  # what sbatch gives the batch script of a 4-node job with 4 GPUs per node
@@ -129,4 +129,4 @@ def test_unknown_protocol_is_a_one_line_user_error(capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "protocol 'llava-15' is not defined" in err and "llava-1.5" in err
+    assert "protocol 'llava-15' is not defined" in err and "llava15" in err

@@ -23,12 +23,17 @@ RUNS = "runs"
 RESULTS = "results"
 
 
+def dataset_dir(kind: str, name: str) -> str:
+    """``kind`` is ``pretrain`` or ``instruct``."""
+    return f"{DATA}/{kind}/{name}"
+
+
 def pretrain_dir(name: str) -> str:
-    return f"{DATA}/pretrain/{name}"
+    return dataset_dir("pretrain", name)
 
 
 def instruct_dir(name: str) -> str:
-    return f"{DATA}/instruct/{name}"
+    return dataset_dir("instruct", name)
 
 
 def raw_dir(data_dir: str) -> str:
@@ -78,8 +83,13 @@ def work_dir(study: str, stage: int, exp: str) -> str:
     return f"{RUNS}/{study}/work/stage{stage}/{exp}"
 
 
+def eval_dir(study: str) -> str:
+    """Every model's evaluation of a study: ``stage{1,2}/<exp>/`` below it."""
+    return f"{RESULTS}/{study}/eval"
+
+
 def scores(study: str, stage: int, exp: str) -> str:
-    return f"{RESULTS}/{study}/eval/stage{stage}/{exp}/scores.json"
+    return f"{eval_dir(study)}/stage{stage}/{exp}/scores.json"
 
 
 def tables_dir(study: str) -> str:

@@ -3,10 +3,14 @@
 DEMO_PRETRAIN = [n for n, src in PARAMS.pretrain_data.items() if src.source == "demo"]
 DEMO_WEB = [n for n, src in PARAMS.pretrain_data.items() if src.source == "demo-web"]
 DEMO_INSTRUCT = [n for n, src in PARAMS.instruct_data.items() if src.is_demo]
+REAL_PRETRAIN = [n for n, src in PARAMS.pretrain_data.items() if src.source not in ("demo", "demo-web", "recaption")]
+RECAPTIONED = [n for n, src in PARAMS.pretrain_data.items() if src.source == "recaption"]
+REAL_INSTRUCT = [n for n, src in PARAMS.instruct_data.items() if not src.is_demo]
 
 
-def data_dir(kind, name):
-    return paths.pretrain_dir(name) if kind == "pretrain" else paths.instruct_dir(name)
+def only(names):
+    """A wildcard constraint for one rule's dataset names (none: matches nothing)."""
+    return one_of(names) if names else "^$"
 
 
 def mix_option(mix):
@@ -17,14 +21,17 @@ rule demo_pretrain_data:
     output:
         directory(paths.raw_dir(paths.pretrain_dir("{name}"))),
     wildcard_constraints:
-        name=one_of(DEMO_PRETRAIN) if DEMO_PRETRAIN else "^$",
+        name=only(DEMO_PRETRAIN),
     params:
-        src=lambda w: PARAMS.pretrain_data[w.name],
+        lineage=declared("demo_pretrain_data"),
+        kind=lambda w: PARAMS.pretrain_data[w.name].get("kind"),
+        size=lambda w: PARAMS.pretrain_data[w.name].get("size"),
+        seed=lambda w: PARAMS.pretrain_data[w.name].get("seed"),
     log:
         "logs/data/pretrain_{name}.log",
     shell:
-        "{LLAVA} make-demo-data pretrain --kind {params.src.options[kind]} --size {params.src.options[size]}"
-        " --seed {params.src.options[seed]} --out {output} > {log} 2>&1"
+        "{LLAVA} make-demo-data pretrain --kind {params.kind} --size {params.size} --seed {params.seed}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 # LAION-like and Recap-like demo twins: served over local HTTP and downloaded with img2dataset,
@@ -33,49 +40,52 @@ rule demo_web_data:
     output:
         directory(paths.raw_dir(paths.pretrain_dir("{name}"))),
     wildcard_constraints:
-        name=one_of(DEMO_WEB) if DEMO_WEB else "^$",
+        name=only(DEMO_WEB),
+    params:
+        lineage=declared("demo_web_data"),
     log:
         "logs/data/pretrain_{name}.log",
     shell:
-        "{LLAVA} fetch-web-twin --params params.yaml --name {wildcards.name} --out {output} > {log} 2>&1"
+        "{LLAVA} fetch-web-twin --params params.yaml --name {wildcards.name:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule demo_instruct_data:
     output:
         directory(paths.raw_dir(paths.instruct_dir("{name}"))),
     wildcard_constraints:
-        name=one_of(DEMO_INSTRUCT) if DEMO_INSTRUCT else "^$",
+        name=only(DEMO_INSTRUCT),
     params:
-        src=lambda w: PARAMS.instruct_data[w.name],
+        lineage=declared("demo_instruct_data"),
+        size=lambda w: PARAMS.instruct_data[w.name].get("size"),
+        seed=lambda w: PARAMS.instruct_data[w.name].get("seed"),
         mix=lambda w: mix_option(PARAMS.instruct_data[w.name].get("mix")),
         turns=lambda w: PARAMS.instruct_data[w.name].get("max_turns", 3),
     log:
         "logs/data/instruct_{name}.log",
     shell:
-        "{LLAVA} make-demo-data instruct --size {params.src.options[size]} --seed {params.src.options[seed]}"
-        " {params.mix} --max-turns {params.turns} --out {output} > {log} 2>&1"
+        "{LLAVA} make-demo-data instruct --size {params.size} --seed {params.seed}"
+        " {params.mix} --max-turns {params.turns} --out {output:q} > {log:q} 2>&1"
 
 
 rule validate_data:
     input:
-        lambda w: paths.raw_dir(data_dir(w.kind, w.name)),
+        raw=lambda w: paths.raw_dir(paths.dataset_dir(w.kind, w.name)),
     output:
-        clean="data/{kind}/{name}/clean.json",
-        quarantine="data/{kind}/{name}/quarantine.jsonl",
+        clean=paths.clean_json(paths.dataset_dir("{kind}", "{name}")),
+        quarantine=paths.quarantine(paths.dataset_dir("{kind}", "{name}")),
     wildcard_constraints:
         kind="pretrain|instruct",
     params:
+        lineage=declared("validate_data"),
+        json=lambda w: paths.raw_json(paths.dataset_dir(w.kind, w.name)),
+        images=lambda w: paths.image_root(paths.dataset_dir(w.kind, w.name)),
         max_bad=PARAMS.max_bad_fraction,
     log:
         "logs/data/validate_{kind}_{name}.log",
     shell:
-        "{LLAVA} validate-data --json {input}/data.json --image-root {input}/images --quarantine {output.quarantine}"
-        " --clean-out {output.clean} --max-bad-fraction {params.max_bad} > {log} 2>&1"
-
-
-REAL_PRETRAIN = [n for n, src in PARAMS.pretrain_data.items() if src.source not in ("demo", "demo-web", "recaption")]
-RECAPTIONED = [n for n, src in PARAMS.pretrain_data.items() if src.source == "recaption"]
-REAL_INSTRUCT = [n for n, src in PARAMS.instruct_data.items() if not src.is_demo]
+        "{LLAVA} validate-data --json {params.json:q} --image-root {params.images:q}"
+        " --quarantine {output.quarantine:q} --clean-out {output.clean:q} --max-bad-fraction {params.max_bad}"
+        " > {log:q} 2>&1"
 
 
 def mix_parts(w):
@@ -90,22 +100,28 @@ rule fetch_pretrain_data:
     output:
         directory(paths.raw_dir(paths.pretrain_dir("{name}"))),
     wildcard_constraints:
-        name=one_of(REAL_PRETRAIN) if REAL_PRETRAIN else "^$",
+        name=only(REAL_PRETRAIN),
+    params:
+        lineage=declared("fetch_pretrain_data"),
     log:
         "logs/data/pretrain_{name}.log",
     shell:
-        "{LLAVA} fetch-data --params params.yaml --name {wildcards.name} --kind pretrain --out {output} > {log} 2>&1"
+        "{LLAVA} fetch-data --params params.yaml --name {wildcards.name:q} --kind pretrain --out {output:q}"
+        " > {log:q} 2>&1"
 
 
 rule fetch_instruct_data:
     output:
         directory(paths.raw_dir(paths.instruct_dir("{name}"))),
     wildcard_constraints:
-        name=one_of(REAL_INSTRUCT) if REAL_INSTRUCT else "^$",
+        name=only(REAL_INSTRUCT),
+    params:
+        lineage=declared("fetch_instruct_data"),
     log:
         "logs/data/instruct_{name}.log",
     shell:
-        "{LLAVA} fetch-data --params params.yaml --name {wildcards.name} --kind instruct --out {output} > {log} 2>&1"
+        "{LLAVA} fetch-data --params params.yaml --name {wildcards.name:q} --kind instruct --out {output:q}"
+        " > {log:q} 2>&1"
 
 
 # A recaptioned variant of any pre-training set: a captioning model writes dense captions for its
@@ -116,12 +132,15 @@ rule recaption_data:
     output:
         directory(paths.raw_dir(paths.pretrain_dir("{name}"))),
     wildcard_constraints:
-        name=one_of(RECAPTIONED) if RECAPTIONED else "^$",
+        name=only(RECAPTIONED),
     params:
+        lineage=declared("recaption_data"),
+        json=lambda w: paths.raw_json(paths.pretrain_dir(PARAMS.pretrain_data[w.name].get("from"))),
+        images=lambda w: paths.image_root(paths.pretrain_dir(PARAMS.pretrain_data[w.name].get("from"))),
         model=lambda w: PARAMS.pretrain_data[w.name].get("model"),
         batch=lambda w: PARAMS.pretrain_data[w.name].get("batch_size", 8),
     log:
         "logs/data/pretrain_{name}.log",
     shell:
-        "{LLAVA} recaption --model {params.model} --json {input}/data.json --image-root {input}/images"
-        " --out {output} --batch-size {params.batch} > {log} 2>&1"
+        "{LLAVA} recaption --model {params.model:q} --json {params.json:q} --image-root {params.images:q}"
+        " --out {output:q} --batch-size {params.batch} > {log:q} 2>&1"

@@ -1,6 +1,8 @@
 # The paper's tables (and plots) for the study, from every model's scores. Studies of real-size
 # models also get the paper's numbers beside ours (reference/paper_results.csv) and the delta.
 
+REFERENCE = "reference/paper_results.csv"
+
 
 def all_scores():
     out = [paths.scores(S, 2, e.id) for e in STUDY.experiments]
@@ -10,15 +12,17 @@ def all_scores():
 
 rule report:
     input:
-        all_scores(),
+        scores=all_scores(),
+        reference=[REFERENCE] if STUDY.size == "real" else [],
     output:
         tables=directory(paths.tables_dir(S)),
         plots=directory(paths.plots_dir(S)),
     params:
-        scores=f"{paths.RESULTS}/{S}/eval",
-        reference="--reference reference/paper_results.csv" if STUDY.size == "real" else "",
+        lineage=declared("report"),
+        scores=paths.eval_dir(S),
+        reference=lambda w, input: f"--reference {input.reference}" if input.reference else "",
     log:
         f"logs/{S}/report.log",
     shell:
-        "{LLAVA} report --params params.yaml --study {S} --scores-dir {params.scores} --out {output.tables}"
-        " --plots {output.plots} {params.reference} > {log} 2>&1"
+        "{LLAVA} report --params params.yaml --study {S} --scores-dir {params.scores:q} --out {output.tables:q}"
+        " --plots {output.plots:q} {params.reference} > {log:q} 2>&1"

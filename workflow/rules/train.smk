@@ -28,6 +28,8 @@ rule train:
     output:
         directory(paths.stage_dir(S, "{stage}", "{exp}")),
     params:
+        # The stage's recipe (protocols.<name>.stage<N>, less the fields that change no result).
+        lineage=declared("train"),
         work=lambda w: paths.work_dir(S, w.stage, w.exp),
         root=image_root,
         # Multi-node on SLURM: the profile's `mpi: srun` resource starts one task per node, each of
@@ -38,6 +40,6 @@ rule train:
     log:
         f"logs/{S}/stage{{stage}}_{{exp}}.log",
     shell:
-        "OMP_NUM_THREADS={threads} {params.launcher} {LLAVA} train --stage {wildcards.stage} --init {input.init}"
-        " --data {input.data} --image-root {params.root} --out {output} --work-dir {params.work}"
-        " --params params.yaml --protocol {params.protocol} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.launcher} {LLAVA} train --stage {wildcards.stage} --init {input.init:q}"
+        " --data {input.data:q} --image-root {params.root:q} --out {output:q} --work-dir {params.work:q}"
+        " --params params.yaml --protocol {params.protocol:q} > {log:q} 2>&1"

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from llava_more.config.schema import load_params
+from llava_more.config.schema import check_benchmarks_installed, load_params
 
 
 def _check(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     study = params.study(args.study)
+    check_benchmarks_installed(params)
     summary = {
         "study": study.name,
         "size": study.size,
@@ -26,7 +27,10 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("check-params", help="validate params.yaml and list a study's experiments")
+    p = sub.add_parser(
+        "check-params",
+        help="validate params.yaml (every key, name, recipe and benchmark) and list a study's experiments",
+    )
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--study", default=None, help="study name (default: params.yaml's `study`)")
     p.set_defaults(func=_check)

@@ -124,6 +124,49 @@ def get_benchmark(name: str) -> Benchmark:
         raise UserError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}") from None
 
 
+def lmms_eval_task_names() -> set[str]:
+    """Every task and group name the installed lmms-eval defines, read from its task YAMLs (a text scan,
+    without importing lmms-eval: about 0.2 s)."""
+    import importlib.util
+    import re
+
+    spec = importlib.util.find_spec("lmms_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("lmms-eval is not installed; install llava-more with its dependencies")
+    root = Path(next(iter(spec.submodule_search_locations))) / "tasks"
+    declared = re.compile(r"^(?:task|group):\s*['\"]?([\w.\-]+)['\"]?\s*$", re.M)
+    return {name for path in root.rglob("*.yaml") for name in declared.findall(path.read_text(errors="replace"))}
+
+
+def unknown_benchmark(name: str, path: str, lmms_tasks: set[str] | None = None) -> str | None:
+    """Why ``name`` (listed at ``path`` in params.yaml) cannot be evaluated, or None when it can.
+
+    A name must be one of ours (``BENCHMARKS``: lmms-eval tasks with their column mapping, and the demo
+    twins); with ``lmms_tasks`` given, a real benchmark's task must also exist in the installed
+    lmms-eval (an overlay's base task, for the tasks we write ourselves).
+    """
+    if name not in BENCHMARKS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(BENCHMARKS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{path}: unknown benchmark {name!r}{hint}; known: {', '.join(BENCHMARKS)}"
+    if lmms_tasks is None:
+        return None
+    from llava_more.eval.demo_tasks import DEMO_TASKS
+
+    bench = BENCHMARKS[name]
+    if bench.task in DEMO_TASKS:
+        return None
+    base = name if bench.overlay else bench.task  # an overlay's name is the task it changes
+    if base not in lmms_tasks:
+        return (
+            f"{path}: benchmark {name!r} needs lmms-eval's task {base!r}, which the installed lmms-eval does "
+            "not define; install the lmms-eval version pinned in constraints/cpu.txt"
+        )
+    return None
+
+
 def columns_of(names: list[str]) -> list[str]:
     """The paper columns the given benchmarks fill, in the paper's order."""
     filled = {column for name in names for column in get_benchmark(name).columns}

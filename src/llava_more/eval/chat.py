@@ -25,6 +25,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from transformers import TextStreamer
 
+from llava_more.device import resolve_device
 from llava_more.errors import ConfigError, UserError
 from llava_more.eval.lmms_model import cut_at_stops, stop_token_ids
 from llava_more.model.preprocess import ASPECT_RATIOS, pixel_values
@@ -63,14 +64,6 @@ def bundle_pixel_values(
 
 
 # ---------------------------------------------------------------------------------------------- models
-def _resolve_device(device: str | None) -> str:
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: no CUDA GPU is visible here; use --device cpu")
-    return device
-
-
 def _quantization_config(quantization: str | None, device: str) -> Any:
     """A ``BitsAndBytesConfig`` for ``8bit``/``4bit`` on a GPU; None for full precision."""
     if quantization is None:
@@ -265,11 +258,11 @@ def load_chat_model(
 ) -> ChatModel:
     """A bundle folder (has ``llava_more.json``), another HF model folder, or a Hub id, ready to chat.
 
-    ``device`` None picks cuda when available, else cpu. ``quantization`` is ``8bit``/``4bit`` (GPU only).
+    ``device`` None or ``auto`` picks CUDA when this job has a usable GPU, else the CPU. ``quantization`` is ``8bit``/``4bit`` (GPU only).
     """
     from llava_more.model.bundle import META_FILE
 
-    device = _resolve_device(device)
+    device = resolve_device(device, purpose="chat")
     _quantization_config(quantization, device)  # fail on a bad flag before any slow load
     path = Path(model)
     if path.is_dir():

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
 from llava_more.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 
 def _split(value: str) -> list[str]:
@@ -26,13 +29,19 @@ def _make_benchmarks(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from llava_more.device import resolve_device
     from llava_more.eval.run import SCORES_FILE, run_lmms_eval
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
+    device = resolve_device(args.device, purpose="evaluation")
+    dtype = args.dtype
+    if device == "cpu" and dtype not in ("auto", "float32"):
+        logger.info("evaluation on the CPU computes in float32 (the suite asks %s, for GPUs)", dtype)
+        dtype = "float32"
     run_lmms_eval(
         args.model, _split(args.tasks), args.include_path, args.out, args.batch_size, args.limit,
-        device=args.device, max_new_tokens=args.max_new_tokens,
+        device=device, dtype=None if dtype == "auto" else dtype, max_new_tokens=args.max_new_tokens,
     )  # fmt: skip
     with open(f"{args.out}/{SCORES_FILE}", encoding="utf-8") as f:
         print(json.dumps(json.load(f)["columns"], indent=1))
@@ -71,9 +80,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--include-path", default=None, help="folder of local lmms-eval tasks (demo benchmarks)")
     p.add_argument("--out", required=True, help="folder for scores.json, lmms-eval's output and log")
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument(
+        "--batch-size", type=int, default=1, help="questions per generate call (answers do not change)"
+    )
     p.add_argument("--limit", type=float, default=None, help="documents per task (lmms-eval --limit)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when this job has a usable GPU, else the CPU), cpu, cuda[:N]",
+    )
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        help="weights and compute on a GPU (auto: the bundle's saved dtype); the CPU uses float32",
+    )
     p.add_argument("--max-new-tokens", type=int, default=None, help="cap on generated tokens per answer")
     p.set_defaults(func=_evaluate)
 
@@ -85,7 +106,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--query", default=None, help="answer this one question and exit (default: interactive)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="cap on generated tokens per answer")
     p.add_argument("--temperature", type=float, default=0.0, help="0 decodes greedily; above 0 samples")
-    p.add_argument("--device", default=None, help="default: cuda when a GPU is visible, else cpu")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when this job has a usable GPU, else the CPU), cpu, cuda[:N]",
+    )
     p.add_argument("--dtype", default="auto", help="auto (the saved dtype), float32, bfloat16 or float16")
     quantized = p.add_mutually_exclusive_group()
     quantized.add_argument(

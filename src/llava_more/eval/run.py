@@ -35,12 +35,13 @@ RAW_DIR = "lmms_eval"  # lmms-eval's own output (results JSON + per-sample logs)
 OVERLAY_DIR = "tasks"
 
 
-def _model_args(model_dir: Path, device: str, max_new_tokens: int | None) -> str:
+def _model_args(model_dir: Path, device: str, dtype: str | None, max_new_tokens: int | None) -> str:
     if "," in str(model_dir) or "=" in str(model_dir):
         raise UserError(
             f"{model_dir}: lmms-eval's model_args cannot carry a path with ',' or '='; move the model"
         )
     args = f"pretrained={model_dir},device={device}"
+    args += f",dtype={dtype}" if dtype else ""
     return args + (f",max_new_tokens={max_new_tokens}" if max_new_tokens else "")
 
 
@@ -173,12 +174,14 @@ def run_lmms_eval(
     limit: float | None = None,
     *,
     device: str = "cpu",
+    dtype: str | None = None,
     max_new_tokens: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """Evaluate ``model_dir`` on ``tasks`` (benchmark names) with lmms-eval; returns name -> metrics.
 
     Writes ``out_dir/scores.json`` (columns, flags, raw metrics, sample counts) and keeps lmms-eval's
-    output in ``out_dir/lmms_eval/`` and its log in ``out_dir/lmms_eval.log``. Raises
+    output in ``out_dir/lmms_eval/`` and its log in ``out_dir/lmms_eval.log``. ``dtype`` None keeps the
+    bundle's saved dtype. Raises
     ``EvaluationFailed`` naming the task when a result, a metric or samples are missing.
     """
     if not tasks:
@@ -222,7 +225,7 @@ def run_lmms_eval(
     command = [
         sys.executable, "-m", "lmms_eval",
         "--model", MODEL_NAME,
-        "--model_args", _model_args(model_dir, device, max_new_tokens),
+        "--model_args", _model_args(model_dir, device, dtype, max_new_tokens),
         "--tasks", ",".join(b.task for b in benches),
         "--batch_size", str(int(batch_size)),
         "--output_path", str(raw_dir.resolve()),

@@ -1,4 +1,5 @@
-"""``llava-more dvc-yaml`` (dvc.yaml for a study from the Snakemake DAG) and ``llava-more plan`` (its cost and state)."""
+"""``llava-more dvc-yaml`` (dvc.yaml from the Snakemake DAG), ``dvc-stages`` (one study's stages in it) and
+``llava-more plan`` (a study's cost and state)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ def _dvc_yaml(args: argparse.Namespace) -> int:
     from llava_more.pipeline.dvc import render_dvc_yaml
 
     params = load_params(args.params)
-    study = params.study(args.study).name
-    text = render_dvc_yaml(study, params)
+    studies = [params.study(name).name for name in args.study] if args.study else None
+    text = render_dvc_yaml(params, studies)
     if args.out == "-":
         print(text, end="")
     else:
@@ -20,12 +21,27 @@ def _dvc_yaml(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dvc_stages(args: argparse.Namespace) -> int:
+    from llava_more.config import load_params
+    from llava_more.pipeline.dvc import study_stages
+
+    study = load_params(args.params).study(args.study).name
+    print("\n".join(study_stages(study)))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("dvc-yaml", help="generate dvc.yaml for a study from the Snakemake DAG")
+    p = sub.add_parser("dvc-yaml", help="generate dvc.yaml (every study's stages) from the Snakemake DAG")
     p.add_argument("--params", default="params.yaml")
-    p.add_argument("--study", default=None, help="study name (default: params.yaml's `study`)")
+    p.add_argument(
+        "--study", action="append", default=None, help="only this study (repeatable; default: every study)"
+    )
     p.add_argument("--out", default="dvc.yaml", help="file to write, or - for standard output")
     p.set_defaults(func=_dvc_yaml)
+    p = sub.add_parser("dvc-stages", help="the names of one study's stages in dvc.yaml (targets for dvc)")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--study", default=None, help="study name (default: params.yaml's `study`)")
+    p.set_defaults(func=_dvc_stages)
     register_plan(sub)
 
 
@@ -45,7 +61,10 @@ def _plan(args: argparse.Namespace) -> int:
     )
     params = load_params(args.params)
     plan = plan_study(params, args.study, Path(args.params).resolve().parent, assumptions, not args.no_remote)
-    print(json.dumps(plan.to_dict(), indent=1) if args.json else render_table(plan), end="\n" if args.json else "")
+    print(
+        json.dumps(plan.to_dict(), indent=1) if args.json else render_table(plan),
+        end="\n" if args.json else "",
+    )
     return 0
 
 
@@ -64,22 +83,35 @@ def register_plan(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--params", default="params.yaml", help="params.yaml of the checkout to plan")
     p.add_argument("--study", default=None, help="study name (default: params.yaml's `study`)")
-    p.add_argument("--gpu", choices=sorted(GPUS), default=d.gpu, help=f"GPU type for peak FLOP/s (default {d.gpu})")
-    p.add_argument("--mfu", type=float, default=d.mfu, help=f"assumed model FLOPs utilisation (default {d.mfu})")
     p.add_argument(
-        "--throughput", type=float, default=None, metavar="TOKENS_PER_S_PER_GPU",
+        "--gpu", choices=sorted(GPUS), default=d.gpu, help=f"GPU type for peak FLOP/s (default {d.gpu})"
+    )
+    p.add_argument(
+        "--mfu", type=float, default=d.mfu, help=f"assumed model FLOPs utilisation (default {d.mfu})"
+    )
+    p.add_argument(
+        "--throughput",
+        type=float,
+        default=None,
+        metavar="TOKENS_PER_S_PER_GPU",
         help="measured training throughput; replaces the FLOPs estimate (same rate for every model)",
     )
     p.add_argument(
-        "--stage1-text-tokens", type=float, default=d.stage1_text_tokens,
+        "--stage1-text-tokens",
+        type=float,
+        default=d.stage1_text_tokens,
         help=f"assumed mean text tokens per stage-1 sample, besides image tokens (default {d.stage1_text_tokens:g})",
     )
     p.add_argument(
-        "--stage2-text-tokens", type=float, default=d.stage2_text_tokens,
+        "--stage2-text-tokens",
+        type=float,
+        default=d.stage2_text_tokens,
         help=f"assumed mean text tokens per stage-2 sample, besides image tokens (default {d.stage2_text_tokens:g})",
     )
     p.add_argument(
-        "--eval-sample-seconds", type=float, default=d.eval_sample_seconds,
+        "--eval-sample-seconds",
+        type=float,
+        default=d.eval_sample_seconds,
         help=f"A100-seconds per benchmark sample for a 7B model (default {d.eval_sample_seconds:g})",
     )
     p.add_argument("--json", action="store_true", help="print the plan as JSON")

@@ -1,9 +1,15 @@
 """``dvc.yaml`` generated from the Snakemake DAG, so the two can never describe different pipelines.
 
 Snakemake is the planner: a forced dry run (``snakemake -n -p --forceall``) lists every job of a
-study with its rule, inputs, outputs and shell command. Each job becomes one DVC stage with the same command, the same
-dependencies and outputs, and the ``params.yaml`` keys that job reads, so ``dvc repro`` reruns exactly
-what a change touches and ``dvc push`` / ``dvc pull`` move datasets and checkpoints through a remote.
+study with its rule, wildcards, inputs, outputs and shell command. Each job becomes one DVC stage
+with the same command, the same dependencies and outputs, and as ``params`` the keys its rule declares
+(``llava_more.config.lineage``, the declaration the rule's Snakemake ``params`` come from), so
+``dvc repro`` reruns what Snakemake reruns and ``dvc push`` / ``dvc pull`` move datasets and
+checkpoints through a remote.
+
+``dvc.yaml`` holds the stages of every study side by side (a job two studies share, such as a
+dataset, is one stage), so any study can be reproduced, pushed and pulled by name from one remote:
+``study_stages`` names a study's stages, the targets of ``dvc repro`` / ``push`` / ``pull`` / ``status``.
 """
 
 from __future__ import annotations
@@ -14,12 +20,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from llava_more.config import Params
+from llava_more.config.lineage import dvc_keys
 from llava_more.errors import UserError
 
 # Rules with no command of their own (pure targets) are not stages.
@@ -35,13 +42,14 @@ class Job:
     log: str
     inputs: list[str]
     outputs: list[str]
+    wildcards: dict[str, str] = field(default_factory=dict)
 
 
 # What the DAG is made of; planned in an empty copy so nothing in the checkout (a running
 # workflow's lock, existing outputs) can change the plan.
-WORKFLOW_FILES = ("Snakefile", "params.yaml", "workflow")
+WORKFLOW_FILES = ("Snakefile", "params.yaml", "workflow", "reference")
 _JOB_HEADER = re.compile(r"^(?:local)?rule (\S+):$")
-_JOB_FIELD = re.compile(r"^    (input|output|log): (.*)$")
+_JOB_FIELD = re.compile(r"^    (input|output|log|wildcards): (.*)$")
 
 
 def parse_dry_run(text: str) -> list[Job]:
@@ -51,7 +59,7 @@ def parse_dry_run(text: str) -> list[Job]:
     for line in text.splitlines():
         header = _JOB_HEADER.match(line)
         if header:
-            current = {"rule": header[1], "input": "", "output": "", "log": ""}
+            current = {"rule": header[1], "input": "", "output": "", "log": "", "wildcards": ""}
             continue
         if current is None:
             continue
@@ -64,10 +72,15 @@ def parse_dry_run(text: str) -> list[Job]:
                     jobs.append(
                         Job(
                             rule=current["rule"],
-                            cmd=line[len("Shell command: "):],
+                            cmd=line[len("Shell command: ") :],
                             log=current["log"],
                             inputs=[i.strip() for i in current["input"].split(",") if i.strip()],
                             outputs=[o.strip() for o in current["output"].split(",") if o.strip()],
+                            wildcards=dict(
+                                pair.strip().split("=", 1)
+                                for pair in current["wildcards"].split(",")
+                                if "=" in pair
+                            ),
                         )
                     )
                 current = None
@@ -83,11 +96,24 @@ def snakemake_jobs(study: str, root: Path = Path("."), snakemake: str | None = N
             src = Path(root) / name
             (shutil.copytree if src.is_dir() else shutil.copy2)(src, Path(tmp) / name)
         proc = subprocess.run(
-            [exe, "--cores", "1", "--dry-run", "--printshellcmds", "--forceall", "--config", f"study={study}"],
-            cwd=tmp, env=env, capture_output=True, text=True,
+            [
+                exe,
+                "--cores",
+                "1",
+                "--dry-run",
+                "--printshellcmds",
+                "--forceall",
+                "--config",
+                f"study={study}",
+            ],
+            cwd=tmp,
+            env=env,
+            capture_output=True,
+            text=True,
         )
     if proc.returncode != 0:
-        raise UserError(f"snakemake could not build the DAG of study {study!r}: {proc.stderr.strip()[-2000:]}")
+        said = (proc.stderr.strip() or proc.stdout.strip())[-2000:]
+        raise UserError(f"snakemake could not build the DAG of study {study!r}: {said}")
     return parse_dry_run(proc.stdout + proc.stderr)
 
 
@@ -99,57 +125,52 @@ def _command(job: Job) -> str:
     return re.sub(r"\s+", " ", cmd)
 
 
-def params_read_by(job: Job, params: Params, study: str) -> list[str]:
-    """The params.yaml keys a job depends on, derived from where its output lives."""
-    out = job.outputs[0]
-    s = params.study(study)
-    patterns = [
-        (r"^data/pretrain/([^/]+)/raw$", lambda m: [f"pretrain_data.{m[1]}"]),
-        (r"^data/instruct/([^/]+)/raw$", lambda m: [f"instruct_data.{m[1]}"]),
-        (r"^data/(pretrain|instruct)/[^/]+/(clean\.json|quarantine\.jsonl)$", lambda m: ["validation"]),
-        (r"^data/benchmarks/", lambda m: ["demo_benchmarks"]),
-        (r"^runs/[^/]+/tokenizer$", lambda m: ["demo_tokenizer"]),
-        (r"^runs/[^/]+/vision/", lambda m: ["demo_vision"]),
-        (r"^runs/[^/]+/init/", lambda m: [f"studies.{study}.size"]),
-        (r"^runs/[^/]+/stage([12])/", lambda m: [f"protocols.{s.protocol}.stage{m[1]}"]),
-        (r"^results/[^/]+/eval/", lambda m: [f"studies.{study}.eval_samples", f"studies.{study}.benchmarks"]),
-        (r"^results/[^/]+/(tables|plots)$", lambda m: [f"studies.{study}.tables"]),
-    ]
-    for pattern, keys in patterns:
-        match = re.match(pattern, out)
-        if match:
-            return keys(match)
-    return []
-
-
 def stage_name(job: Job) -> str:
     """A readable, DVC-valid stage name: the rule and the job's first output."""
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", job.outputs[0].replace("+", "plus")).strip("-")
     return f"{job.rule}-{slug}"
 
 
-def dvc_stages(jobs: list[Job], params: Params, study: str) -> dict:
-    stages = {}
-    for job in jobs:
-        stage: dict = {"cmd": _command(job)}
-        if job.inputs:
-            stage["deps"] = sorted(job.inputs)
-        keys = params_read_by(job, params, study)
-        if keys:
-            stage["params"] = keys
-        stage["outs"] = sorted(job.outputs)
-        stages[stage_name(job)] = stage
-    return {"stages": stages}
+def dvc_stage(job: Job, params: Params, study: str) -> dict:
+    stage: dict = {"cmd": _command(job)}
+    if job.inputs:
+        stage["deps"] = sorted(job.inputs)
+    keys = dvc_keys(params, params.study(study), job.rule, job.wildcards)
+    if keys:
+        stage["params"] = keys
+    stage["outs"] = sorted(job.outputs)
+    return stage
+
+
+def dvc_stages(jobs_by_study: dict[str, list[Job]], params: Params) -> dict[str, dict]:
+    """One stage per job of every study; a job two studies share must be the same job in both."""
+    stages: dict[str, dict] = {}
+    for study, jobs in jobs_by_study.items():
+        for job in jobs:
+            name, stage = stage_name(job), dvc_stage(job, params, study)
+            if name in stages and stages[name] != stage:
+                raise UserError(
+                    f"studies share the output {job.outputs[0]} but make it differently ({name}); give one of "
+                    "them its own dataset name in params.yaml"
+                )
+            stages[name] = stage
+    return stages
+
+
+def study_stages(study: str, root: Path = Path(".")) -> list[str]:
+    """The names of ``study``'s stages in dvc.yaml: the targets that reproduce, push or pull it."""
+    return [stage_name(job) for job in snakemake_jobs(study, root)]
 
 
 HEADER = """\
-# Generated by `llava-more dvc-yaml --study {study}` from the Snakemake DAG: do not edit by hand.
-# `dvc repro` rebuilds the study; `dvc push` / `dvc pull` share datasets and checkpoints through the
-# remote in .dvc/config. A test checks that this file matches the Snakefile, so regenerate it after
-# changing the workflow or the study. Run with the venv active (`llava-more` on PATH).
+# Generated by `llava-more dvc-yaml` from the Snakemake DAG of every study: do not edit by hand.
+# `make repro|push|pull|status STUDY=<name>` run dvc on one study's stages (a plain `dvc repro` would
+# build every study). A test checks that this file matches the Snakefile, so regenerate it
+# (`make dvc.yaml`) after changing the workflow or a study. Run with the venv active.
 """
 
 
-def render_dvc_yaml(study: str, params: Params, root: Path = Path(".")) -> str:
-    body = dvc_stages(snakemake_jobs(study, root), params, study)
-    return HEADER.format(study=study) + yaml.safe_dump(body, sort_keys=False, width=1000)
+def render_dvc_yaml(params: Params, studies: list[str] | None = None, root: Path = Path(".")) -> str:
+    """``dvc.yaml`` for ``studies`` (default: every study of params.yaml)."""
+    jobs = {study: snakemake_jobs(study, root) for study in studies or list(params.studies)}
+    return HEADER + yaml.safe_dump({"stages": dvc_stages(jobs, params)}, sort_keys=False, width=1000)

@@ -77,8 +77,16 @@ LLAVA_665K_TEXT_ONLY = 40_688
 
 # lmms-eval's evaluation splits (approximate counts) of the real benchmark suite.
 REAL_TASK_SAMPLES = {
-    "gqa": 12_578, "scienceqa_img": 2_017, "textvqa_val": 5_000, "ai2d": 3_088, "pope": 9_000,
-    "mme": 2_374, "mmbench_cn_dev": 4_329, "mmbench_en_dev": 4_329, "seedbench": 17_990, "mmmu_val": 900,
+    "gqa": 12_578,
+    "scienceqa_img": 2_017,
+    "textvqa_val": 5_000,
+    "ai2d": 3_088,
+    "pope": 9_000,
+    "mme": 2_374,
+    "mmbench_cn_dev": 4_329,
+    "mmbench_en_dev": 4_329,
+    "seedbench": 17_990,
+    "mmmu_val": 900,
 }
 # A task of unknown size counts as this many samples (and the plan says so).
 UNKNOWN_TASK_SAMPLES = 5_000
@@ -121,7 +129,9 @@ class ModelSize:
     encoder_passes: int  # base-size encoder passes per image: 1, or S2's tiles over all scales
 
 
-def training_flops(model: ModelSize, stage: int, sequences: float, seq_len: float, image_fraction: float = 1.0) -> float:
+def training_flops(
+    model: ModelSize, stage: int, sequences: float, seq_len: float, image_fraction: float = 1.0
+) -> float:
     """Model FLOPs of training ``sequences`` sequences of mean length ``seq_len`` in ``stage`` (1 or 2).
 
     ``image_fraction`` is the share of sequences with an image (text-only ones skip the encoder and
@@ -137,7 +147,9 @@ def training_flops(model: ModelSize, stage: int, sequences: float, seq_len: floa
     return per_sequence * sequences
 
 
-def mean_sequence_length(image_tokens: int, text_tokens: float, image_fraction: float, max_length: int) -> float:
+def mean_sequence_length(
+    image_tokens: int, text_tokens: float, image_fraction: float, max_length: int
+) -> float:
     return min(image_fraction * image_tokens + text_tokens, max_length)
 
 
@@ -153,7 +165,9 @@ def pretrain_samples(source: DataSource) -> int:
         return int(source.get("size"))
     if source.source == "llava-pretrain":
         return LCS_558K_SAMPLES
-    raise UserError(f"params.yaml pretrain_data.{source.name}: give it a `size` so the plan can count its samples")
+    raise UserError(
+        f"params.yaml pretrain_data.{source.name}: give it a `size` so the plan can count its samples"
+    )
 
 
 def instruct_samples_and_image_fraction(source: DataSource) -> tuple[int, float]:
@@ -161,7 +175,9 @@ def instruct_samples_and_image_fraction(source: DataSource) -> tuple[int, float]
         return LLAVA_665K_SAMPLES, 1 - LLAVA_665K_TEXT_ONLY / LLAVA_665K_SAMPLES
     size = source.get("size")
     if size is None:
-        raise UserError(f"params.yaml instruct_data.{source.name}: give it a `size` so the plan can count its samples")
+        raise UserError(
+            f"params.yaml instruct_data.{source.name}: give it a `size` so the plan can count its samples"
+        )
     from llava_more.data.demo_instruct import MIX  # the demo generator's default mix
 
     mix = source.get("mix") or MIX
@@ -198,7 +214,9 @@ def model_size(
 
     record = describe_model(llm_id, vision_id, s2_scales, size=size)
     text = get_llm(llm_id).config(size)
-    untied_embedding = 0 if getattr(text, "tie_word_embeddings", False) else text.vocab_size * text.hidden_size
+    untied_embedding = (
+        0 if getattr(text, "tie_word_embeddings", False) else text.vocab_size * text.hidden_size
+    )
     base = get_vision(vision_id).image_size(size)
     passes = sum(math.ceil(scale / base) ** 2 for scale in record["s2_scales"]) if record["s2"] else 1
     return (
@@ -285,7 +303,9 @@ def _dvc_lock_outputs(root: Path) -> dict[str, str]:
     try:
         lock = yaml.safe_load((root / "dvc.lock").read_text()) or {}
     except yaml.YAMLError as err:
-        raise UserError(f"{root / 'dvc.lock'}: not valid YAML ({err}); rerun `dvc repro` or pass --no-remote") from None
+        raise UserError(
+            f"{root / 'dvc.lock'}: not valid YAML ({err}); rerun `dvc repro` or pass --no-remote"
+        ) from None
     return {
         str(Path(out["path"])): out["md5"]
         for stage in (lock.get("stages") or {}).values()
@@ -313,8 +333,12 @@ def _mark_remote(jobs: list[PlannedJob], root: Path, notes: list[str]) -> None:
 
 
 def plan_study(
-    params: Params, study_name: str | None = None, root: Path = Path("."), assumptions: Assumptions = Assumptions(),
-    check_remote: bool = True, jobs: list[Job] | None = None,
+    params: Params,
+    study_name: str | None = None,
+    root: Path = Path("."),
+    assumptions: Assumptions = Assumptions(),
+    check_remote: bool = True,
+    jobs: list[Job] | None = None,
 ) -> Plan:
     """Every job of the study with its GPU-hour estimate and whether its outputs are already built.
 
@@ -355,9 +379,11 @@ def plan_study(
             if kind == "eval":
                 item.samples = eval_samples
                 item.gpu_hours = (
-                    eval_samples * assumptions.eval_sample_seconds
+                    eval_samples
+                    * assumptions.eval_sample_seconds
                     * (record["llm_params"] / EVAL_ANCHOR_LLM_PARAMS)
-                    * (GPUS["a100"].memory_bandwidth / gpu.memory_bandwidth) / 3600
+                    * (GPUS["a100"].memory_bandwidth / gpu.memory_bandwidth)
+                    / 3600
                 )
             else:
                 hyper = protocol.stage(stage)
@@ -389,8 +415,12 @@ def plan_study(
             f"benchmark sample counts unknown for {', '.join(unknown_tasks)}: counted as {UNKNOWN_TASK_SAMPLES} each"
         )
     return Plan(
-        study=study.name, size=study.size, assumptions=assumptions, jobs=planned,
-        models={pair: dict(record) for pair, (_, record) in sizes.items()}, notes=notes,
+        study=study.name,
+        size=study.size,
+        assumptions=assumptions,
+        jobs=planned,
+        models={pair: dict(record) for pair, (_, record) in sizes.items()},
+        notes=notes,
     )
 
 
@@ -420,7 +450,8 @@ def render_table(plan: Plan) -> str:
     a = plan.assumptions
     gpu = GPUS[a.gpu]
     rate = (
-        f"a measured {a.throughput:g} tokens/s per GPU" if a.throughput
+        f"a measured {a.throughput:g} tokens/s per GPU"
+        if a.throughput
         else f"{gpu.name} ({gpu.peak_bf16_flops / 1e12:.0f} TFLOP/s bf16) at MFU {a.mfu:g}"
     )
     lines = [
@@ -432,10 +463,14 @@ def render_table(plan: Plan) -> str:
     for job in plan.jobs:
         if job.kind == "other":
             continue
-        pflop = f"{job.flops / 1e15:,.0f}" if job.flops is not None and job.flops >= 1e15 else (
-            "-" if job.flops is None else f"{job.flops / 1e15:.2g}"
+        pflop = (
+            f"{job.flops / 1e15:,.0f}"
+            if job.flops is not None and job.flops >= 1e15
+            else ("-" if job.flops is None else f"{job.flops / 1e15:.2g}")
         )
-        name = f"{job.experiment} (stage-1 model)" if job.kind == "eval" and job.stage == 1 else job.experiment
+        name = (
+            f"{job.experiment} (stage-1 model)" if job.kind == "eval" and job.stage == 1 else job.experiment
+        )
         lines.append(
             f"{job.kind:<7} {name:<48} {_count(job.samples):>8} {_count(job.tokens):>8} {pflop:>9}"
             f" {_hours(job.gpu_hours):>8} {_yes(job.local):>5} {_yes(job.remote):>6}"

@@ -77,10 +77,12 @@ def run_forwarding_signals(command: list[str]) -> int:
 def _train(args: argparse.Namespace) -> int:
     import os
 
+    from llava_more.device import resolve_device
     from llava_more.train.launch import plan_launch, visible_accelerators
     from llava_more.train.work_lock import exclusive_work_dir
 
     cfg = load_config(args)
+    resolve_device(purpose=f"stage-{args.stage} training", log="RANK" not in os.environ)
     plan = plan_launch(
         worker_argv(args),
         os.environ,

@@ -1,10 +1,11 @@
-"""Training hyperparameters of one stage (``TrainConfig``) and how a global batch is split over devices.
+"""The configuration of one training run (``TrainConfig``) and how a global batch is split over devices.
 
-A ``TrainConfig`` is built from a protocol stage block of ``params.yaml`` (``protocols.<name>.stage1``),
-validated by ``llava_more.config``, plus the run-level knobs a protocol does not fix (seed, a step
-limit for smoke runs, data-loader workers, LoRA). The global batch is part of the recipe and must not
-change with the hardware, so ``split_batch`` derives per-device batch and gradient accumulation from
-the number of devices at launch.
+A ``TrainConfig`` is a stage recipe (``llava_more.config.StageRecipe``: the hyperparameters of
+``protocols.<name>.stage1|stage2``, validated there) plus the options of one run that a protocol does
+not fix (seed, a step limit for smoke runs, data-loader workers, checkpoint retention). It reads like
+one flat record: ``cfg.lr`` is the recipe's learning rate, ``cfg.seed`` the run's seed. The global
+batch is part of the recipe and must not change with the hardware, so ``split_batch`` derives the
+per-device batch and gradient accumulation from the number of devices at launch.
 """
 
 from __future__ import annotations
@@ -14,107 +15,63 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from llava_more.config.recipe import StageRecipe
 from llava_more.errors import ConfigError
 
+RECIPE_FIELDS = frozenset(f.name for f in dataclasses.fields(StageRecipe))
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, init=False)
 class TrainConfig:
-    """Everything ``train_stage`` needs besides paths. Field names follow ``params.yaml``."""
+    """A stage recipe plus run options. Built from keyword arguments of either kind:
+    ``TrainConfig(lr=3e-3, max_length=512, seed=1)``, or ``TrainConfig(recipe, max_steps=2)``."""
 
-    epochs: float = 1.0
-    global_batch: int = 32
-    per_device_batch: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.03
-    scheduler: str = "cosine"
-    max_length: int = 2048
-    precision: str = "fp32"  # bf16 | fp16 | fp32; only honoured on a GPU
-    tf32: bool = False
-    gradient_checkpointing: bool = False
-    deepspeed: str = "none"  # none | zero2 | zero3
-    image_aspect_ratio: str = "square"  # square | pad
-    group_by_length: bool = False
-    save_every_steps: int = 200
-    packing: bool = False  # padding-free rows (train/packing.py) instead of padded micro-batches
-    pack_tokens: int = 0  # tokens per packed row; 0: one row per micro-batch
-    # packed runs: micro-batches of a variable number of samples within this many tokens per device
-    # (train/sampler.py TokenBudgetBatches); 0: per_device_batch samples per micro-batch
-    micro_tokens: int = 0
-    # LM head and cross-entropy in one chunked pass (train/fused_loss.py): never holds the full logits
-    fused_loss: bool = False
-    # Run-level knobs (not part of a protocol).
+    recipe: StageRecipe
     seed: int = 0
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs, tests)
     num_workers: int = 0
     keep_checkpoints: int = 2  # complete checkpoints kept in the work dir
     logging_steps: int = 1
-    max_grad_norm: float = 1.0
-    # LoRA (stage 2 only): 0 trains the full LLM.
-    lora_r: int = 0
-    lora_alpha: int | None = None  # default 2 * lora_r, as LLaVA-1.5's LoRA scripts
-    lora_dropout: float = 0.05
 
-    CHOICES = {
-        "precision": ("bf16", "fp16", "fp32"),
-        "deepspeed": ("none", "zero2", "zero3"),
-        "image_aspect_ratio": ("square", "pad"),
-        "scheduler": ("cosine", "linear", "constant_with_warmup"),
-    }
-
-    def __post_init__(self) -> None:
-        for name, choices in self.CHOICES.items():
-            if getattr(self, name) not in choices:
-                raise ConfigError(
-                    f"train config: {name}={getattr(self, name)!r} is not one of {', '.join(choices)}"
-                )
+    def __init__(self, recipe: StageRecipe | None = None, **options: Any) -> None:
+        changes = {k: options.pop(k) for k in list(options) if k in RECIPE_FIELDS}
+        recipe = dataclasses.replace(recipe or StageRecipe(), **changes)
+        recipe.validate("train config")
+        object.__setattr__(self, "recipe", recipe)
+        for f in dataclasses.fields(self):
+            if f.name != "recipe":
+                object.__setattr__(self, f.name, options.pop(f.name, f.default))
+        if options:
+            raise ConfigError(f"train config: unknown option(s) {', '.join(sorted(options))}")
         if self.max_steps is not None and self.max_steps <= 0:
             raise ConfigError(f"train config: max_steps must be positive, got {self.max_steps}")
-        if self.save_every_steps <= 0 or self.keep_checkpoints <= 0:
-            raise ConfigError("train config: save_every_steps and keep_checkpoints must be positive")
-        if self.pack_tokens < 0:
-            raise ConfigError(f"train config: pack_tokens must be >= 0, got {self.pack_tokens}")
-        if self.micro_tokens:
-            if not self.packing:
-                raise ConfigError(
-                    f"train config: micro_tokens={self.micro_tokens} needs packing: true (a token budget "
-                    "fills packed rows; padded micro-batches use per_device_batch)"
-                )
-            if self.micro_tokens < self.max_length:
-                raise ConfigError(
-                    f"train config: micro_tokens ({self.micro_tokens}) must be at least max_length "
-                    f"({self.max_length}), or the longest samples fit no micro-batch"
-                )
-        if self.lora_r < 0:
-            raise ConfigError(f"train config: lora_r must be >= 0, got {self.lora_r}")
+        if self.keep_checkpoints <= 0 or self.logging_steps <= 0:
+            raise ConfigError("train config: keep_checkpoints and logging_steps must be positive")
 
-    @property
-    def effective_lora_alpha(self) -> int:
-        return self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_r
+    def __getattr__(self, name: str) -> Any:
+        # Called only for names the run options do not have: the recipe's fields and properties.
+        if name.startswith("__") or name == "recipe":
+            raise AttributeError(name)
+        return getattr(self.recipe, name)
 
     @classmethod
-    def from_protocol(cls, stage_block: Any, **run_options: Any) -> TrainConfig:
-        """Build from a ``StageProtocol`` (``llava_more.config``) or a raw stage mapping of ``params.yaml``.
+    def from_protocol(cls, stage_block: StageRecipe | Mapping[str, Any], **run_options: Any) -> TrainConfig:
+        """A run of a protocol stage (a ``StageRecipe`` or a raw stage mapping of ``params.yaml``).
 
-        ``run_options`` set the run-level fields (``seed``, ``max_steps``, ``num_workers``, LoRA...);
-        ``None`` values are ignored so CLI defaults do not override the protocol.
+        ``run_options`` set run-level fields (``seed``, ``max_steps``, ``num_workers``) or override a
+        recipe field (``lora_r``); ``None`` values are ignored so CLI defaults do not override the protocol.
         """
         if isinstance(stage_block, Mapping):
-            from llava_more.config import StageProtocol
-
-            stage_block = StageProtocol.parse(dict(stage_block), "protocol stage")
-        values = stage_block.as_dict() if hasattr(stage_block, "as_dict") else dataclasses.asdict(stage_block)
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in values.items() if k in known}
-        for key, value in run_options.items():
-            if key not in known:
-                raise ConfigError(f"train config: unknown option {key!r}")
-            if value is not None:
-                values[key] = value
-        return cls(**values)
+            stage_block = StageRecipe.parse(dict(stage_block), "protocol stage")
+        return cls(stage_block, **{k: v for k, v in run_options.items() if v is not None})
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+    def flat(self) -> dict[str, Any]:
+        """Recipe fields and run options in one mapping."""
+        run = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "recipe"}
+        return {**self.recipe.as_dict(), **run}
 
 
 class BatchSplit(NamedTuple):

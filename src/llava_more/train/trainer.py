@@ -20,7 +20,6 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from transformers import PreTrainedModel, PrinterCallback, Trainer, TrainingArgu
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.utils import logging as hf_logging
 
+from llava_more.device import resolve_device
 from llava_more.errors import ConfigError, TrainingInterrupted, UserError
 from llava_more.model.varlen_attention import restore_attention, use_varlen_attention
 from llava_more.train.checkpoints import (
@@ -148,7 +148,7 @@ def world_size_from_env() -> int:
 
 def training_arguments(cfg: TrainConfig, work_dir: Path, split: BatchSplit) -> TrainingArguments:
     """TrainingArguments for ``cfg``: mixed precision, TF32 and checkpointing only where a GPU is."""
-    on_gpu = torch.cuda.is_available()
+    on_gpu = resolve_device(log=False).startswith("cuda")
     if not on_gpu and (cfg.precision != "fp32" or cfg.tf32 or cfg.gradient_checkpointing):
         logger.info(
             "no GPU: training in fp32 without tf32 or gradient checkpointing (protocol asks %s)",
@@ -195,7 +195,7 @@ def _file_identity(path: Path) -> list[int]:
 def fingerprint(stage: int, cfg: TrainConfig, data_json: Path, init_dir: Path) -> dict[str, Any]:
     """What a checkpoint must share with this run to be resumed by it: stage, recipe, data file and
     initial weights (a rerun of stage 1 makes stage 2's old checkpoints stale)."""
-    recipe = {k: v for k, v in asdict(cfg).items() if k not in RUN_ONLY_FIELDS}
+    recipe = {k: v for k, v in cfg.flat().items() if k not in RUN_ONLY_FIELDS}
     data = {"path": str(data_json.resolve()), "file": _file_identity(data_json)}
     init = {
         "path": str(init_dir.resolve()),
@@ -359,7 +359,7 @@ def train_stage(
             # world size from deepspeed.comm: without this it sees 1 on CPU and rejects the batch sizes.
             import deepspeed
 
-            deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+            deepspeed.init_distributed(dist_backend="nccl" if resolve_device(log=False) != "cpu" else "gloo")
         is_main = args.process_index == 0
         if is_main:
             work_dir.mkdir(parents=True, exist_ok=True)

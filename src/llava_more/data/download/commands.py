@@ -113,11 +113,13 @@ def _recaption(args: argparse.Namespace) -> int:
     import torch
 
     from llava_more.data.download.recaption import DEFAULT_PROMPT, recaption
+    from llava_more.device import resolve_device
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
+    device = resolve_device(args.device, purpose="recaptioning")
     result = recaption(
         args.model, args.json, args.image_root, args.out, batch_size=args.batch_size, prompt=args.prompt or DEFAULT_PROMPT,
-        max_new_tokens=args.max_new_tokens, device=args.device, dtype=dtype,
+        max_new_tokens=args.max_new_tokens, device=device, dtype=dtype,
     )
     print(json.dumps({**result.manifest, "captioned_now": result.captioned}, indent=1))
     return 0
@@ -165,6 +167,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     recap.add_argument("--batch-size", type=_positive, default=8)
     recap.add_argument("--max-new-tokens", type=_positive, default=128)
     recap.add_argument("--prompt", default=None, help="captioning prompt (default: Recap-DataComp's)")
-    recap.add_argument("--device", default="cpu")
+    recap.add_argument(
+        "--device", default="auto", help="auto (CUDA when this job has a usable GPU, else the CPU), cpu, cuda[:N]"
+    )
     recap.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"))
     recap.set_defaults(func=_recaption)
