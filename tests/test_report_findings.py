@@ -89,12 +89,12 @@ def _claim(results, **raw):
 def test_verdicts_follow_from_the_numbers():
     results = _results()
     claims = (
-        _claim(results, on=["TextVQA"]),  # +15 and +12.5 points on 400 questions: holds at both sizes
-        _claim(results, on=["GQA"], where={"llm": "phi4-mini"}),  # -12.5 points: contradicted
-        _claim(results, on=["POPE"], where={"llm": "phi4-mini"}),  # one question: noise
-        _claim(results, on=["GQA"]),  # all sizes: contradicted at 3.8B, so it cannot hold
-        _claim(results, on=["POPE"], holds_for="any"),  # shown at 9B: enough for "any"
-        _claim(results, on=["POPE"]),  # all: shown at 9B, noise at 3.8B
+        _claim(results, columns=["TextVQA"]),  # +15 and +12.5 points on 400 questions: holds at both sizes
+        _claim(results, columns=["GQA"], where={"llm": "phi4-mini"}),  # -12.5 points: contradicted
+        _claim(results, columns=["POPE"], where={"llm": "phi4-mini"}),  # one question: noise
+        _claim(results, columns=["GQA"]),  # all sizes: contradicted at 3.8B, so it cannot hold
+        _claim(results, columns=["POPE"], holds_for="any"),  # shown at 9B: enough for "any"
+        _claim(results, columns=["POPE"]),  # all: shown at 9B, noise at 3.8B
     )
     findings = check_claims(claims, results)
     assert [f.verdict for f in findings] == [HOLDS, FAILS, NOISE, FAILS, HOLDS, NOISE]
@@ -113,7 +113,7 @@ def test_most_needs_more_than_half_of_the_comparisons():
     assert len(most.comparisons) == 6 and most.needed == 4 and most.count(SHOWS) == 3
     assert most.verdict == NOISE  # 3 shown + 2 inconclusive could still reach 4
     # Averaged over the three columns, SigLIP2's gain holds at 9B.
-    avg = check_claims((_claim(results, on=["Avg"], where={"llm": "gemma2-9b"}),), results)[0]
+    avg = check_claims((_claim(results, columns=["Avg"], where={"llm": "gemma2-9b"}),), results)[0]
     assert avg.verdict == HOLDS and avg.comparisons[0].difference.value == pytest.approx(
         (12.5 + 0.25 + 15) / 3
     )
@@ -121,7 +121,7 @@ def test_most_needs_more_than_half_of_the_comparisons():
 
 def test_findings_md_says_the_verdict_and_the_numbers_behind_it():
     results = _results()
-    findings = check_claims((_claim(results, on=["TextVQA"]), _claim(results, on=["GQA"])), results)
+    findings = check_claims((_claim(results, columns=["TextVQA"]), _claim(results, columns=["GQA"])), results)
     md = markdown(findings, "demo")
     assert "| 1 | SigLIP2 beats CLIP | **holds** | 2 of 2 comparisons show it; it needs all |" in md
     assert "| 2 | SigLIP2 beats CLIP | **does not hold** |" in md and "1 contradict it" in md
@@ -148,7 +148,7 @@ def test_stage_claims_compare_a_model_with_its_stage_1_twin():
 def test_real_studies_show_the_papers_difference_beside_ours():
     results = _results()
     (finding,) = check_claims(
-        (_claim(results, on=["TextVQA"]),), results, PaperResults(REFERENCE_CSV), size="real"
+        (_claim(results, columns=["TextVQA"]),), results, PaperResults(REFERENCE_CSV), size="real"
     )
     assert [c.paper for c in finding.comparisons] == [pytest.approx(59.7 - 54.0), pytest.approx(66.7 - 60.7)]
     assert "| Paper |" in markdown([finding], "paper", with_paper=True) and "| +5.7 |" in markdown(
@@ -158,7 +158,7 @@ def test_real_studies_show_the_papers_difference_beside_ours():
 
 def test_a_claim_without_evaluated_rows_is_not_checked():
     results = _results()
-    claim = _claim(results, on=["TextVQA"])
+    claim = _claim(results, columns=["TextVQA"])
     empty = StudyResults([], Bootstrap(100))
     assert check_claims((claim,), empty)[0].verdict == UNCHECKED
 
@@ -169,11 +169,11 @@ def test_a_claim_without_evaluated_rows_is_not_checked():
         ({"claim": "x", "better": {"vision": "siglip2-so400m-384"}}, r"\.than: required key is missing"),
         ({"claim": "x", "better": {"vision": "siglip2-so400m-384"}, "than": {"llm": "gemma2-9b"}},
          "must set the same settings"),
-        ({"claim": "x", "better": {"vison": "a"}, "than": {"vison": "b"}}, r"\.better\.vison: unknown setting"),
+        ({"claim": "x", "better": {"vison": "a"}, "than": {"vison": "b"}}, r"\.better\.vison: unknown key \(did you mean .vision.\?\)"),
         ({"claim": "x", "better": {"vision": "siglip-so400m-384"}, "than": {"vision": "clip-l-336"}},
          r"'siglip-so400m-384' is not a vision of the study's rows"),
         ({"claim": "x", "better": {"vision": "siglip2-so400m-384"}, "than": {"vision": "clip-l-336"},
-          "on": ["SEED-All"]}, r"\.on: 'SEED-All' is not a column of the study"),
+          "columns": ["SEED-All"]}, r"\.columns: 'SEED-All' is not a column of the study"),
         ({"claim": "x", "better": {"vision": "siglip2-so400m-384"}, "than": {"vision": "clip-l-336"},
           "holds_for": "mostly"}, "holds_for: 'mostly' is not one of all, most, any"),
         ({"claim": "x", "better": {"vision": "siglip2-so400m-384"}, "than": {"vision": "clip-l-336"},

@@ -7,7 +7,7 @@ A claim says that some rows beat others on some benchmark columns::
         better: {vision: siglip2-so400m-384}      # the rows claimed better ...
         than: {vision: clip-l-336}                # ... than these, otherwise the same settings
         where: {llm: phi4-mini, s2: false}        # which rows the claim is about (optional)
-        on: [TextVQA]                             # columns (optional: every column; "Avg": the average)
+        columns: [TextVQA]                        # optional: every column; "Avg": the average
         holds_for: all                            # all | most | any of the comparisons (default all)
 
 Each row matching ``where`` and ``better`` is compared with every row matching ``where`` and ``than``
@@ -23,12 +23,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from llava_more.config.checks import check_keys
 from llava_more.errors import ConfigError
 from llava_more.eval.benchmarks import AVERAGE
 
 SETTINGS = ("llm", "vision", "s2", "pretrain", "stage")
 QUANTIFIERS = ("all", "most", "any")
-CLAIM_KEYS = ("claim", "better", "than", "where", "on", "holds_for")
+CLAIM_KEYS = ("claim", "better", "than", "where", "columns", "holds_for")
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class Claim:
     better: tuple[tuple[str, tuple[Any, ...]], ...]  # setting -> allowed values
     than: tuple[tuple[str, tuple[Any, ...]], ...]
     where: tuple[tuple[str, tuple[Any, ...]], ...] = ()
-    on: tuple[str, ...] = ()  # empty: every column of the study
+    columns: tuple[str, ...] = ()  # empty: every benchmark column of the study
     holds_for: str = "all"
 
     @property
@@ -47,6 +48,24 @@ class Claim:
     def needed(self, comparisons: int) -> int:
         """How many comparisons must show the claim for it to hold."""
         return {"all": comparisons, "most": comparisons // 2 + 1, "any": 1}[self.holds_for]
+
+
+def study_rows(experiments: tuple, untrained: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The rows a study's report has (``schema.Experiment`` at stage 2, and stage 1 for the
+    ``eval_untrained`` ones), as mappings of every setting; a seed's runs are one row."""
+    rows: list[dict[str, Any]] = []
+    for stage, members in ((2, experiments), (1, [e for e in experiments if e.id in untrained])):
+        for exp in members:
+            row = {
+                "llm": exp.llm,
+                "vision": exp.vision,
+                "s2": exp.s2,
+                "pretrain": exp.pretrain,
+                "stage": stage,
+            }
+            if row not in rows:
+                rows.append(row)
+    return rows
 
 
 def _matches(row: Mapping[str, Any], flt: tuple[tuple[str, tuple[Any, ...]], ...]) -> bool:
@@ -73,12 +92,8 @@ def comparisons(
 def _filter(raw: Any, where: str, rows: list[Mapping[str, Any]]) -> tuple[tuple[str, tuple[Any, ...]], ...]:
     if raw is None:
         return ()
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: expected a mapping of settings ({', '.join(SETTINGS)})")
     out = []
-    for key, value in raw.items():
-        if key not in SETTINGS:
-            raise ConfigError(f"{where}.{key}: unknown setting; settings: {', '.join(SETTINGS)}")
+    for key, value in check_keys(raw, where, SETTINGS).items():
         values = tuple(value) if isinstance(value, list) else (value,)
         known = {row[key] for row in rows}
         for v in values:
@@ -92,14 +107,7 @@ def _filter(raw: Any, where: str, rows: list[Mapping[str, Any]]) -> tuple[tuple[
 def parse_claim(raw: Any, where: str, rows: list[Mapping[str, Any]], columns: tuple[str, ...]) -> Claim:
     """One claim of ``studies.<name>.findings``; ``rows`` are the study's rows (every setting, stage
     included), ``columns`` the benchmark columns its benchmarks fill."""
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: expected a mapping with keys {', '.join(CLAIM_KEYS)}")
-    for key in raw:
-        if key not in CLAIM_KEYS:
-            raise ConfigError(f"{where}.{key}: unknown key; allowed keys here: {', '.join(CLAIM_KEYS)}")
-    for key in ("claim", "better", "than"):
-        if key not in raw:
-            raise ConfigError(f"{where}.{key}: required key is missing")
+    raw = check_keys(raw, where, CLAIM_KEYS, ("claim", "better", "than"))
     if not isinstance(raw["claim"], str) or not raw["claim"].strip():
         raise ConfigError(f"{where}.claim: expected the claim as a sentence")
     better = _filter(raw["better"], f"{where}.better", rows)
@@ -108,19 +116,18 @@ def parse_claim(raw: Any, where: str, rows: list[Mapping[str, Any]], columns: tu
         raise ConfigError(
             f"{where}: `better` and `than` must set the same settings (they say what the compared rows differ in)"
         )
-    on = raw.get("on") or []
-    if not isinstance(on, list) or not all(isinstance(c, str) for c in on):
-        raise ConfigError(f"{where}.on: expected a list of columns")
-    for column in on:
-        if column not in (*columns, AVERAGE):
-            raise ConfigError(
-                f"{where}.on: {column!r} is not a column of the study ({', '.join((*columns, AVERAGE))})"
-            )
+    chosen = raw.get("columns") or []
+    if not isinstance(chosen, list) or not all(isinstance(c, str) for c in chosen):
+        raise ConfigError(f"{where}.columns: expected a list of columns")
+    known = (*columns, AVERAGE)
+    for column in chosen:
+        if column not in known:
+            raise ConfigError(f"{where}.columns: {column!r} is not a column of the study ({', '.join(known)})")
     holds_for = raw.get("holds_for", "all")
     if holds_for not in QUANTIFIERS:
         raise ConfigError(f"{where}.holds_for: {holds_for!r} is not one of {', '.join(QUANTIFIERS)}")
     claim = Claim(raw["claim"].strip(), better, than, _filter(raw.get("where"), f"{where}.where", rows),
-                  tuple(on), holds_for)  # fmt: skip
+                  tuple(chosen), holds_for)  # fmt: skip
     if not comparisons(claim, rows):
         raise ConfigError(
             f"{where}: no row matches `better` with a partner matching `than` in the other settings; "

@@ -88,7 +88,8 @@ def _evaluate(params: Params, study: Study, w: Mapping[str, str]) -> Declared:
 
 
 def _report(params: Params, study: Study, w: Mapping[str, str]) -> Declared:
-    return {("studies", study.name, "tables"): params.raw["studies"][study.name].get("tables")}
+    body = params.raw["studies"][study.name]
+    return {("studies", study.name, key): body.get(key) for key in ("tables", "findings")}
 
 
 # Rule name -> the params.yaml values its job's output depends on.

@@ -8,13 +8,14 @@ product only once it is complete.
 
 from __future__ import annotations
 
-import logging
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llava_more.errors import UserError
 from llava_more.report.bootstrap import DEFAULT_REPLICATES, Bootstrap
 from llava_more.report.figures import write_figures
+from llava_more.report.findings import as_json as findings_json
 from llava_more.report.findings import check_claims
 from llava_more.report.findings import markdown as findings_markdown
 from llava_more.report.formats import write_table
@@ -24,8 +25,6 @@ from llava_more.report.reference import PaperResults
 from llava_more.report.results import StudyResults
 from llava_more.report.scores import ExperimentScores, load_scores
 from llava_more.report.tables import TableView, build_table
-
-log = logging.getLogger(__name__)
 
 
 def _key(exp, stage: int = 2) -> RowKey:
@@ -46,7 +45,7 @@ def collect_scores(scores_dir: str | Path, study) -> list[ExperimentScores]:
             _scores_path(Path(scores_dir), stage, exp.id),
             exp.id,
             stage=stage,
-            seed=getattr(exp, "seed", None),
+            seed=exp.seed,
             llm=exp.llm,
             vision=exp.vision,
             s2=exp.s2,
@@ -110,12 +109,15 @@ def write_report(
 
     for view in views:
         out.tables[view.name] = write_table(view, Path(tables_dir))
-    findings = check_claims(getattr(study, "findings", ()), results, reference, study.size)
+    findings = check_claims(study.findings, results, reference, study.size)
     with_paper = any(v.with_paper for v in views)
     if findings_path is not None:
         out.findings = Path(findings_path)
         out.findings.parent.mkdir(parents=True, exist_ok=True)
         out.findings.write_text(findings_markdown(findings, study.name, with_paper), encoding="utf-8")
+        out.findings.with_suffix(".json").write_text(
+            json.dumps(findings_json(findings, study.name), indent=1) + "\n", encoding="utf-8"
+        )
     if figures_dir is not None:
         out.figures = write_figures(results, views, figures_dir)
     if html_path is not None:

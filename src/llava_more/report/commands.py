@@ -51,7 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scores-dir", help="results/<study>/eval (holds stage2/<experiment>/scores.json)")
     p.add_argument("--out", required=True, help="folder for <table>.md/.csv/.tex")
     p.add_argument("--plots", default=None, help="folder for the figures (PNG)")
-    p.add_argument("--findings", default=None, help="findings.md to write (the study's claims, checked)")
+    p.add_argument(
+        "--findings", default=None, help="findings.md to write (the study's claims, checked; .json beside it)"
+    )
     p.add_argument(
         "--html", default=None, help="report.html to write (tables, figures and findings in one file)"
     )

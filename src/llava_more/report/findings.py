@@ -115,7 +115,7 @@ def check_claims(
         for better, worse in comparisons(claim, rows):
             a, b = _row(better), _row(worse)
             shared = tuple(c for c in studied if results.has(a, c) and results.has(b, c))
-            for column in claim.on or shared:
+            for column in claim.columns or shared:
                 if column == AVERAGE:
                     diff = results.average_difference(a, b, shared)
                 else:
@@ -142,6 +142,28 @@ def summary(finding: Finding) -> str:
         parts.append(f"{finding.count(CONTRADICTS)} contradict it")
     need = {"all": "all", "most": f"more than half ({finding.needed})", "any": "one"}[finding.claim.holds_for]
     return ", ".join(parts) + f"; it needs {need}"
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def as_json(findings: list[Finding], study: str) -> dict:
+    """The findings for programs: each claim's verdict and the numbers of every comparison."""
+    claims = []
+    for f in findings:
+        comparisons = []
+        for c in f.comparisons:
+            d = c.difference
+            comparisons.append({
+                "better": row_label(c.better), "worse": row_label(c.worse), "column": c.column,
+                "difference": _round(d.value) if d else None, "low": _round(d.low) if d else None,
+                "high": _round(d.high) if d else None, "paired": d.paired if d else None,
+                "outcome": c.outcome, "paper": _round(c.paper),
+            })  # fmt: skip
+        claims.append({"claim": f.claim.text, "holds_for": f.claim.holds_for, "needed": f.needed,
+                       "verdict": f.verdict, "comparisons": comparisons})  # fmt: skip
+    return {"study": study, "claims": claims}
 
 
 def markdown(findings: list[Finding], study: str, with_paper: bool = False) -> str:
