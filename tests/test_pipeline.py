@@ -8,6 +8,7 @@ Snakemake (with the documented `--touch`) has nothing to do.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
@@ -45,9 +46,17 @@ def workspace(tmp_path_factory):
 
 @pytest.mark.slow
 def test_snakemake_runs_the_study_to_its_tables(workspace):
-    snakemake(workspace, "all")
+    done = snakemake(workspace, "all")
     table = (workspace / TABLE).read_text()
     assert EXP in table and "GQA" in table and "POPE" in table
+    # Every cell has its interval from lmms-eval's per-sample logs; findings and report.html exist.
+    rows = list(csv.DictReader(table.splitlines()))
+    assert all(float(r["GQA_low"]) <= float(r["GQA"]) <= float(r["GQA_high"]) for r in rows)
+    assert (workspace / f"results/{STUDY}/findings.md").is_file()
+    assert "<table" in (workspace / f"results/{STUDY}/report.html").read_text()
+    # The run ends on where the results are.
+    last = done.stderr.strip().splitlines()[-4:]
+    assert last[0] == f"Results of study {STUDY}:" and last[-1].startswith(f"  report:   results/{STUDY}/report.html")
     for stage in (1, 2):
         scores = yaml.safe_load((workspace / f"results/{STUDY}/eval/stage{stage}/{EXP}/scores.json").read_text())
         assert set(scores["columns"]) == {"GQA", "POPE"}
