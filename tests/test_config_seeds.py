@@ -91,7 +91,7 @@ def test_the_dag_trains_every_seed_and_unseeded_commands_are_unchanged(tmp_path)
     plain, seeded = _dry_run(ws, "demo"), _dry_run(ws, "seeded")
 
     def counts(out: str) -> dict[str, int]:
-        return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", out[out.index("job "):], re.M)}
+        return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", out[out.index("job ") :], re.M)}
 
     assert counts(seeded)["train"] == 2 * counts(plain)["train"]
     assert counts(seeded)["init_model"] == 2 * counts(plain)["init_model"]
@@ -101,7 +101,9 @@ def test_the_dag_trains_every_seed_and_unseeded_commands_are_unchanged(tmp_path)
     assert seed1 and all(" --seed 1 " in c for c in seed1)
     assert all("--seed" not in c for c in commands if "_seed1" not in c)  # seed 0: the unseeded command
     # A study without seeds runs exactly the commands it ran before seeds existed: no --seed anywhere.
-    assert "--seed" not in "\n".join(line for line in plain.splitlines() if " train " in line or "init-model" in line)
+    assert "--seed" not in "\n".join(
+        line for line in plain.splitlines() if " train " in line or "init-model" in line
+    )
     assert f"--findings {paths.findings('demo')} --html {paths.report_html('demo')}" in plain
 
 

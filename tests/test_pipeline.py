@@ -56,7 +56,8 @@ def test_snakemake_runs_the_study_to_its_tables(workspace):
     assert "<table" in (workspace / f"results/{STUDY}/report.html").read_text()
     # The run ends on where the results are.
     last = done.stderr.strip().splitlines()[-4:]
-    assert last[0] == f"Results of study {STUDY}:" and last[-1].startswith(f"  report:   results/{STUDY}/report.html")
+    assert last[0] == f"Results of study {STUDY}:"
+    assert last[-1].startswith(f"  report:   results/{STUDY}/report.html")
     for stage in (1, 2):
         scores = yaml.safe_load((workspace / f"results/{STUDY}/eval/stage{stage}/{EXP}/scores.json").read_text())
         assert set(scores["columns"]) == {"GQA", "POPE"}

@@ -62,6 +62,7 @@ def test_report_html_renders_in_headless_chromium_and_shows_the_tables(report, t
     assert 'data-rendered="ok"' in page.dom  # the page's self-check ran: every figure decoded
     for name in study.tables:
         assert f'data-table="{name}"' in page.dom
+    assert page.dom.count('class="verdict ') == len(study.findings) > 0  # the demo's claims, checked
     assert page.dom.count("<img") == 2  # radar and heatmap (a tiny study has no paper values)
     pixels, bands = _header_bands(page.screenshot)
     # Each table (and each differences table) has a header band; the four demo tables are all on the page.

@@ -331,10 +331,21 @@ def test_report_command_writes_the_demo_tables_with_intervals(tmp_path, capsys):
             _scores_file(tmp_path / "eval" / f"stage{stage}" / exp.id / "scores.json",
                          {"GQA": gqa.point(), "POPE": 50.0 + i}, {"GQA": gqa.to_json()})  # fmt: skip
     code = main(["report", "--params", str(PARAMS), "--study", "demo", "--scores-dir", str(tmp_path / "eval"),
-                 "--out", str(tmp_path / "tables"), "--bootstrap", "300"])  # fmt: skip
+                 "--out", str(tmp_path / "tables"), "--findings", str(tmp_path / "findings.md"),
+                 "--bootstrap", "300"])  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[-1] == f"Tables of study demo: {tmp_path / 'tables'}/"
+    assert out.splitlines()[-2:] == [f"Tables of study demo: {tmp_path / 'tables'}/",
+                                     f"Findings: {tmp_path / 'findings.md'}"]  # fmt: skip
+    # Every demo claim gets a verdict, in findings.md and findings.json alike.
+    verdicts = json.loads((tmp_path / "findings.json").read_text())["claims"]
+    assert [v["claim"] for v in verdicts] == [c.text for c in study.findings]
+    findings_md = (tmp_path / "findings.md").read_text()
+    for i, v in enumerate(verdicts, 1):
+        assert f"| {i} | {v['claim']} | **{v['verdict']}** |" in findings_md
+    # Stage 2 scores 20-70% against stage 1's 2% on GQA: the stage claim's GQA comparisons all show it.
+    stage_claim = verdicts[0]
+    assert all(c["outcome"] == "shows it" for c in stage_claim["comparisons"] if c["column"] == "GQA")
     for name, exp_ids in study.tables.items():
         rows = _csv_rows(tmp_path / "tables" / f"{name}.csv")
         assert {e for r in rows for e in r["experiments"].split(";")} == set(exp_ids)

@@ -122,7 +122,9 @@ def parse_claim(raw: Any, where: str, rows: list[Mapping[str, Any]], columns: tu
     known = (*columns, AVERAGE)
     for column in chosen:
         if column not in known:
-            raise ConfigError(f"{where}.columns: {column!r} is not a column of the study ({', '.join(known)})")
+            raise ConfigError(
+                f"{where}.columns: {column!r} is not a column of the study ({', '.join(known)})"
+            )
     holds_for = raw.get("holds_for", "all")
     if holds_for not in QUANTIFIERS:
         raise ConfigError(f"{where}.holds_for: {holds_for!r} is not one of {', '.join(QUANTIFIERS)}")
