@@ -106,6 +106,14 @@ def radar(results: StudyResults, views: list[TableView], path: Path) -> Path | N
     return path
 
 
+def above_chance(column: str, value: float, chance: float | None) -> float:
+    """How far ``value`` is from the column's chance level (0) to a perfect score (1); below chance
+    is negative. An unknown chance level counts as 0."""
+    top = SCALE_MAX.get(column, 100.0)
+    chance = chance or 0.0
+    return (value - chance) / (top - chance) if top > chance else 0.0
+
+
 def heatmap(results: StudyResults, views: list[TableView], path: Path) -> Path | None:
     rows = row_order(views, results)
     columns = [c for c in COLUMNS if c in results.columns()]
@@ -114,12 +122,10 @@ def heatmap(results: StudyResults, views: list[TableView], path: Path) -> Path |
     plt = _pyplot()
     shade = np.full((len(rows), len(columns)), np.nan)
     for j, column in enumerate(columns):
-        top = SCALE_MAX.get(column, 100.0)
-        chance = results.chance(column) or 0.0
         for i, key in enumerate(rows):
             value = results.value(key, column)
             if value is not None:
-                shade[i, j] = (value - chance) / (top - chance) if top > chance else 0.0
+                shade[i, j] = above_chance(column, value, results.chance(column))
     fig, ax = plt.subplots(figsize=(1.0 * len(columns) + 3.5, 0.42 * len(rows) + 1.8))
     image = ax.imshow(np.clip(shade, -0.5, 1.0), cmap="RdBu", vmin=-1.0, vmax=1.0, aspect="auto")
     for i, key in enumerate(rows):
