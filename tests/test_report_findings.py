@@ -15,6 +15,7 @@ from llava_more.report.findings import (
     HOLDS,
     INCONCLUSIVE,
     NOISE,
+    NOT_EVALUATED,
     SHOWS,
     UNCHECKED,
     check_claims,
@@ -154,6 +155,22 @@ def test_real_studies_show_the_papers_difference_beside_ours():
     assert "| Paper |" in markdown([finding], "paper", with_paper=True) and "| +5.7 |" in markdown(
         [finding], "paper", with_paper=True
     )
+
+
+def test_comparisons_not_evaluated_yet_leave_the_verdict_open_until_they_decide_nothing():
+    results = _results()
+    rows = _rows(results) + [{"llm": "phi-2", "vision": v, "s2": False, "pretrain": "lcs", "stage": 2}
+                             for v in ("clip-l-336", "siglip2-so400m-384")]  # fmt: skip
+    # Study rows not evaluated: Phi-2's pair adds a third comparison without numbers.
+    (shown_twice,) = check_claims((_claim(results, columns=["TextVQA"]),), results, rows=rows)
+    assert [c.outcome for c in shown_twice.comparisons][-1] == NOT_EVALUATED
+    assert shown_twice.verdict == UNCHECKED  # all three must show it: the third could still fail
+    assert (
+        check_claims((_claim(results, columns=["TextVQA"], holds_for="most"),), results, rows=rows)[0].verdict
+        == HOLDS
+    )
+    assert check_claims((_claim(results, columns=["GQA"]),), results, rows=rows)[0].verdict == FAILS
+    assert "1 not evaluated" in markdown([shown_twice], "demo")
 
 
 def test_a_claim_without_evaluated_rows_is_not_checked():

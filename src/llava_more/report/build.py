@@ -12,7 +12,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llava_more.config.claims import study_rows
 from llava_more.errors import UserError
+from llava_more.eval.benchmarks import columns_of
 from llava_more.report.bootstrap import DEFAULT_REPLICATES, Bootstrap
 from llava_more.report.figures import write_figures
 from llava_more.report.findings import as_json as findings_json
@@ -109,7 +111,14 @@ def write_report(
 
     for view in views:
         out.tables[view.name] = write_table(view, Path(tables_dir))
-    findings = check_claims(study.findings, results, reference, study.size)
+    findings = check_claims(
+        study.findings,
+        results,
+        reference,
+        study.size,
+        rows=study_rows(study.experiments, study.eval_untrained),
+        columns=tuple(columns_of(list(study.benchmarks))),
+    )
     with_paper = any(v.with_paper for v in views)
     if findings_path is not None:
         out.findings = Path(findings_path)

@@ -8,8 +8,11 @@ comparisons (all: n, most: more than half, any: one):
 
 - **holds** when at least ``k`` comparisons show it;
 - **does not hold** when even counting every inconclusive comparison fewer than ``k`` could;
-- is **within noise** otherwise;
-- is **not checked** when none of its rows were evaluated.
+- is **within noise** otherwise, once every comparison has its numbers;
+- is **not checked** while the verdict still depends on comparisons whose rows were not evaluated.
+
+A comparison not evaluated yet counts as inconclusive: a claim can already hold, or already fail,
+before every row is in.
 
 For real-size studies each comparison also carries the paper's own difference, where both rows
 are published.
@@ -28,7 +31,12 @@ from llava_more.report.reference import PaperResults
 from llava_more.report.results import StudyResults, normalised
 
 HOLDS, FAILS, NOISE, UNCHECKED = "holds", "does not hold", "within noise", "not checked"
-SHOWS, CONTRADICTS, INCONCLUSIVE = "shows it", "contradicts it", "inconclusive"
+SHOWS, CONTRADICTS, INCONCLUSIVE, NOT_EVALUATED = (
+    "shows it",
+    "contradicts it",
+    "inconclusive",
+    "not evaluated",
+)
 
 
 @dataclass
@@ -36,13 +44,15 @@ class Comparison:
     better: RowKey
     worse: RowKey
     column: str
-    difference: Estimate | None
+    difference: Estimate | None  # None: a row has no scores in this column (yet)
     paper: float | None = None  # the paper's own difference, where both rows are published
 
     @property
     def outcome(self) -> str:
         d = self.difference
-        if d is None or not d.has_interval:
+        if d is None:
+            return NOT_EVALUATED
+        if not d.has_interval:
             return INCONCLUSIVE
         if d.low > 0:  # type: ignore[operator]
             return SHOWS
@@ -65,12 +75,16 @@ class Finding:
 
     @property
     def verdict(self) -> str:
-        if not self.comparisons:
-            return UNCHECKED  # none of its rows were evaluated
-        shows, inconclusive = self.count(SHOWS), self.count(INCONCLUSIVE)
-        if shows + inconclusive < self.needed:
+        if self.count(NOT_EVALUATED) == len(self.comparisons):
+            return UNCHECKED  # none of its comparisons has numbers yet
+        # A comparison not evaluated yet could still go either way.
+        shows = self.count(SHOWS)
+        open_ = self.count(INCONCLUSIVE) + self.count(NOT_EVALUATED)
+        if shows + open_ < self.needed:
             return FAILS
-        return HOLDS if shows >= self.needed else NOISE
+        if shows >= self.needed:
+            return HOLDS
+        return UNCHECKED if self.count(NOT_EVALUATED) else NOISE
 
 
 def _row(settings) -> RowKey:
@@ -102,25 +116,32 @@ def check_claims(
     results: StudyResults,
     reference: PaperResults | None = None,
     size: str = "tiny",
+    rows: list[dict] | None = None,
+    columns: tuple[str, ...] | None = None,
 ) -> list[Finding]:
-    """Each claim with its comparisons, on the rows ``results`` has."""
-    rows = [
-        {"llm": k.llm, "vision": k.vision, "s2": k.s2, "pretrain": k.pretrain, "stage": k.stage}
-        for k in results.rows
-    ]
-    studied = tuple(c for c in _column_order(results.columns()))
+    """Each claim with its comparisons among ``rows`` (``config.claims.study_rows``: the study's
+    rows, evaluated or not; default: the rows ``results`` has), on the claim's columns (default:
+    ``columns``, the study's benchmark columns, else those ``results`` has)."""
+    if rows is None:
+        rows = [
+            {"llm": k.llm, "vision": k.vision, "s2": k.s2, "pretrain": k.pretrain, "stage": k.stage}
+            for k in results.rows
+        ]
+    studied = columns if columns is not None else tuple(_column_order(results.columns()))
     findings = []
     for claim in claims:
         finding = Finding(claim)
         for better, worse in comparisons(claim, rows):
             a, b = _row(better), _row(worse)
-            shared = tuple(c for c in studied if results.has(a, c) and results.has(b, c))
-            for column in claim.columns or shared:
+            both = tuple(c for c in studied if results.has(a, c) and results.has(b, c))
+            for column in claim.columns or studied:
                 if column == AVERAGE:
-                    diff = results.average_difference(a, b, shared)
+                    diff = results.average_difference(a, b, both) if both else None
                 else:
                     diff = results.difference(a, b, column)
-                paper = _paper_difference(reference, a, b, shared, column) if size == "real" else None
+                paper = (
+                    _paper_difference(reference, a, b, both or studied, column) if size == "real" else None
+                )
                 finding.comparisons.append(Comparison(a, b, column, diff, paper))
         findings.append(finding)
     return findings
@@ -140,8 +161,14 @@ def summary(finding: Finding) -> str:
     parts = [f"{finding.count(SHOWS)} of {n} comparisons show it"]
     if finding.count(CONTRADICTS):
         parts.append(f"{finding.count(CONTRADICTS)} contradict it")
+    if finding.count(NOT_EVALUATED):
+        parts.append(f"{finding.count(NOT_EVALUATED)} not evaluated")
     need = {"all": "all", "most": f"more than half ({finding.needed})", "any": "one"}[finding.claim.holds_for]
-    return ", ".join(parts) + f"; it needs {need}"
+    text = ", ".join(parts) + f"; it needs {need}"
+    published = [c.paper for c in finding.comparisons if c.paper is not None]
+    if published:
+        text += f"; in the paper's numbers {sum(p > 0 for p in published)} of {len(published)} point this way"
+    return text
 
 
 def _round(value: float | None) -> float | None:
