@@ -38,8 +38,8 @@ clean-demo:
 	rm -rf data runs results logs .snakemake
 
 # DVC, one study at a time: dvc.yaml holds every study's stages, and these run dvc on STUDY's.
-# `pull` brings a finished study's artifacts from the DVC remote, then tells Snakemake they are
-# current (a pull resets modification times; --touch records them without recomputing anything).
+# `pull` brings a study's artifacts from the DVC remote and marks them current for Snakemake (a pull
+# resets modification times; `llava-more pull` touches exactly what it wrote, recording its params).
 STUDY ?= demo
 STAGES = $$($(VENV)/bin/llava-more dvc-stages --study $(STUDY))
 repro: install
@@ -47,8 +47,7 @@ repro: install
 push: install
 	$(VENV)/bin/dvc push $(STAGES)
 pull: install
-	$(VENV)/bin/dvc pull $(STAGES)
-	$(VENV)/bin/snakemake --cores 1 --touch all --config study=$(STUDY)
+	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/llava-more pull --study $(STUDY)
 status: install
 	$(VENV)/bin/dvc status $(STAGES)
 

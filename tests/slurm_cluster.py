@@ -120,14 +120,18 @@ def snakemake_command(workdir: Path, *args: str, timeout_s: int, snakefile: Path
     return [*command, *args]
 
 
-def run_snakemake(workdir: Path, *args: str, timeout_s: int, snakefile: Path | None = None) -> str:
-    """Run snakemake through the profile; fail the test with its log when it fails. Returns the log."""
+def run_snakemake(
+    workdir: Path, *args: str, timeout_s: int, snakefile: Path | None = None, env: dict[str, str] | None = None
+) -> str:
+    """Run snakemake through the profile (``env``: extra environment for it and its jobs); fail the test
+    with its log when it fails. Returns the log."""
     done = subprocess.run(
         snakemake_command(workdir, *args, timeout_s=timeout_s, snakefile=snakefile),
         cwd=workdir,
         capture_output=True,
         text=True,
         check=False,
+        env={**os.environ, **(env or {})},
     )
     log = done.stdout + done.stderr
     if done.returncode != 0:

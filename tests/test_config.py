@@ -115,6 +115,69 @@ BAD = {
         lambda r: r["pretrain_data"]["demo-lcs"].update(kind="blip"),
         r"pretrain_data\.demo-lcs\.kind: 'blip' is not one of lcs, alttext, recap, mix",
     ),
+    # Rules of the stage recipe that only the trainer used to check.
+    "micro_tokens without packing": (
+        lambda r: r["protocols"]["demo"]["stage1"].update(micro_tokens=512),
+        r"protocols\.demo\.stage1\.micro_tokens: 512 needs packing: true",
+    ),
+    "micro_tokens below max_length": (
+        lambda r: r["protocols"]["demo"]["stage2"].update(micro_tokens=100),
+        r"protocols\.demo\.stage2\.micro_tokens: 100 must be at least max_length \(256\)",
+    ),
+    "pack_tokens without packing": (
+        lambda r: r["protocols"]["demo"]["stage1"].update(pack_tokens=4096),
+        r"protocols\.demo\.stage1\.pack_tokens: needs packing: true",
+    ),
+    "zero checkpoint interval": (
+        lambda r: r["protocols"]["demo"]["stage1"].update(save_every_steps=0),
+        r"protocols\.demo\.stage1\.save_every_steps: must be positive",
+    ),
+    "lora in stage 1": (
+        lambda r: r["protocols"]["demo"]["stage1"].update(lora_r=8),
+        r"protocols\.demo\.stage1\.lora_r: LoRA is a stage-2 option",
+    ),
+    "negative lora rank": (
+        lambda r: r["protocols"]["demo"]["stage2"].update(lora_r=-4),
+        r"protocols\.demo\.stage2\.lora_r: must be >= 0",
+    ),
+    # Benchmarks: names the registry does not know, and suite settings.
+    "unknown benchmark": (
+        lambda r: r["benchmark_suites"]["real"]["tasks"].append("gqa_testdev"),
+        r"benchmark_suites\.real\.tasks\[10\]: unknown benchmark 'gqa_testdev'",
+    ),
+    "misspelt demo benchmark, short form": (
+        lambda r: r["benchmark_suites"].update({"mine": ["demo_gqa", "demo_popе"]}),
+        r"benchmark_suites\.mine\[1\]: unknown benchmark 'demo_popе' \(did you mean 'demo_pope'\?\)",
+    ),
+    "eval batch size zero": (
+        lambda r: r["benchmark_suites"]["demo"].update(batch_size=0),
+        r"benchmark_suites\.demo\.batch_size: must be at least 1",
+    ),
+    "eval dtype": (
+        lambda r: r["benchmark_suites"]["demo"].update(dtype="fp8"),
+        r"benchmark_suites\.demo\.dtype: 'fp8' is not one of auto, float32, bfloat16, float16",
+    ),
+    # Names that become paths, wildcards, shell words and DVC keys.
+    "dataset name with a trailing space": (
+        lambda r: r["pretrain_data"].update({"demo-lcs ": r["pretrain_data"]["demo-lcs"]}),
+        r"pretrain_data\.demo-lcs : the name 'demo-lcs ' is not allowed",
+    ),
+    "dataset name with a slash": (
+        lambda r: r["instruct_data"].update({"../instruct": r["instruct_data"]["demo-instruct"]}),
+        r"instruct_data\.\.\./instruct: the name '\.\./instruct' is not allowed",
+    ),
+    "study name with a dot": (
+        lambda r: r["studies"].update({"demo.v2": r["studies"]["demo"]}),
+        r"studies\.demo\.v2: the name 'demo\.v2' is not allowed",
+    ),
+    "protocol name with a shell character": (
+        lambda r: r["protocols"].update({"demo;rm": r["protocols"]["demo"]}),
+        r"protocols\.demo;rm: the name 'demo;rm' is not allowed",
+    ),
+    "suite name with a space": (
+        lambda r: r["benchmark_suites"].update({"my suite": ["demo_gqa"]}),
+        r"benchmark_suites\.my suite: the name 'my suite' is not allowed",
+    ),
 }
 
 
@@ -165,6 +228,61 @@ def test_cli_reports_a_bad_params_file_in_one_line_within_five_seconds(tmp_path)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "clip-b-224" in lines[0] and "clip-l-336" in lines[0], proc.stderr
     assert elapsed < 5, f"validation took {elapsed:.1f}s"
+
+
+@pytest.mark.parametrize(
+    "edit, key",
+    [
+        (lambda r: r["benchmark_suites"]["demo"]["tasks"].append("demo_gqa2"), "benchmark_suites.demo.tasks[10]"),
+        (lambda r: r["pretrain_data"].update({"demo lcs": r["pretrain_data"]["demo-lcs"]}), "pretrain_data.demo lcs"),
+        (lambda r: r["protocols"]["ci"]["stage2"].update(micro_tokens=256), "protocols.ci.stage2.micro_tokens"),
+    ],
+    ids=["unknown benchmark", "unsafe name", "train-only rule"],
+)
+def test_check_params_fails_naming_the_key(tmp_path, capsys, edit, key):
+    from llava_more.cli import main
+
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(_broken(edit)))
+    assert main(["check-params", "--params", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and key in err, err
+
+
+def test_installed_lmms_eval_defines_every_real_benchmark():
+    from llava_more.config.schema import check_benchmarks_installed
+    from llava_more.eval.benchmarks import lmms_eval_task_names
+
+    params = parse(copy.deepcopy(RAW))
+    check_benchmarks_installed(params)  # the repository's suites: every task exists
+    installed = lmms_eval_task_names()
+    assert {"gqa", "pope", "mme", "seedbench", "mmmu_val", "textvqa_val"} <= installed
+
+
+def test_a_benchmark_the_installed_lmms_eval_lacks_is_refused(monkeypatch):
+    from llava_more.config import schema
+    from llava_more.eval import benchmarks
+
+    monkeypatch.setattr(benchmarks, "lmms_eval_task_names", lambda: {"gqa"})
+    with pytest.raises(ConfigError, match=r"benchmark_suites\.real\.tasks\[1\]: benchmark 'scienceqa_img' needs "
+                                          r"lmms-eval's task 'scienceqa_img', which the installed lmms-eval does not"):
+        schema.check_benchmarks_installed(parse(copy.deepcopy(RAW)))
+
+
+def test_the_snakefile_refuses_config_keys_it_does_not_read(tmp_path):
+    import shutil
+
+    for name in ("Snakefile", "workflow", "reference"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy2)(ROOT / name, tmp_path / name)
+    shutil.copy2(ROOT / "params.yaml", tmp_path / "params.yaml")
+    snakemake = Path(sys.executable).with_name("snakemake")
+    out = subprocess.run(
+        [str(snakemake), "-n", "--config", "study=ci", "lr=0.1", "stuyd=paper"], cwd=tmp_path, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert out.returncode != 0
+    said = out.stdout + out.stderr
+    assert "--config lr, stuyd: not a setting of this workflow (it reads only: study)" in said
 
 
 def test_a_recaptioned_set_names_its_source_and_model():

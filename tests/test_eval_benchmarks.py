@@ -92,3 +92,44 @@ def test_overlay_tasks_cannot_share_a_run_with_local_tasks(tmp_path):
     (tmp_path / "bench").mkdir()
     with pytest.raises(UserError, match="textvqa_val need llava-more's own task files"):
         run_lmms_eval(bundle, ["textvqa_val", "demo_gqa"], tmp_path / "bench", tmp_path / "out", batch_size=1)
+
+
+def _task_yaml(task: str) -> Path:
+    """The installed lmms-eval YAML that defines ``task``."""
+    import re
+
+    import lmms_eval.tasks
+
+    for path in sorted(Path(lmms_eval.tasks.__file__).parent.rglob("*.yaml")):
+        if re.search(rf"^task:\s*['\"]?{re.escape(task)}['\"]?\s*$", path.read_text(errors="replace"), re.M):
+            return path
+    raise AssertionError(f"the installed lmms-eval defines no task {task!r}")
+
+
+def _produced_keys(config: dict) -> set[str]:
+    """The ``<metric>,<filter>`` keys lmms-eval writes to results[task] for a task config."""
+    filters = [f["name"] for f in config.get("filter_list") or []] or ["none"]
+    return {f"{m['metric']},{f}" for m in config.get("metric_list") or [] for f in filters}
+
+
+@pytest.mark.parametrize("name", sorted(BENCHMARKS))
+def test_every_metric_a_column_reads_is_one_its_task_produces(name, tmp_path):
+    """Read from the task configs themselves: lmms-eval's installed YAMLs (real tasks), our overlays
+    (written as `evaluate` writes them) and the demo tasks' generated configs."""
+    from lmms_eval.utils import load_yaml_config
+
+    from llava_more.eval.demo_tasks import task_configs
+
+    bench = get_benchmark(name)
+    if bench.task in DEMO_TASKS:
+        config = task_configs(bench.task)[bench.task]
+    elif bench.overlay:
+        config = load_yaml_config(str(write_overlays([name], tmp_path)[0]))
+    else:
+        config = load_yaml_config(str(_task_yaml(bench.task)))
+    assert config["task"] == bench.task
+    produced = _produced_keys(config)
+    for column, spec in bench.columns.items():
+        assert spec.metric in produced, f"{name} column {column} reads {spec.metric}; the task writes {produced}"
+    for column, metric in bench.flags.items():
+        assert metric in produced, f"{name} flag of {column} reads {metric}; the task writes {produced}"

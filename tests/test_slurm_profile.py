@@ -32,39 +32,40 @@ from tests.slurm_cluster import (  # noqa: F401  (slurm_cluster is a fixture)
 
 pytestmark = pytest.mark.slurm
 
-GPU_RULES = ("init_model", "train", "evaluate")
+GPU_RULES = ("train", "evaluate", "recaption_data")
+CPU_RULES = ("prep", "init_model")
 
+# Each job records its environment and what `llava-more device` decides there: as the models
+# commands would (auto), and with LLAVA_MORE_DEVICE=cpu.
 DUMP_ENV = """
-import json, os, sys
+import json, os, subprocess, sys
 keys = ("SLURM_JOB_ID", "SLURM_JOB_PARTITION", "CUDA_VISIBLE_DEVICES", "SLURM_CPUS_PER_TASK")
-json.dump({k: os.environ.get(k) for k in keys}, open(sys.argv[1], "w"))
+record = {k: os.environ.get(k) for k in keys}
+for name, extra in (("auto", {}), ("forced_cpu", {"LLAVA_MORE_DEVICE": "cpu"})):
+    done = subprocess.run([sys.executable, "-m", "llava_more", "device", "--purpose", sys.argv[2]],
+                          capture_output=True, text=True, env={**os.environ, **extra})
+    record[name] = {"rc": done.returncode, "out": done.stdout, "err": done.stderr}
+json.dump(record, open(sys.argv[1], "w"))
 """
 
 PLACEMENT_SNAKEFILE = """
 import sys
 PY = sys.executable
+RULES = ["init_model", "train", "evaluate", "recaption_data"]
 
 rule all:
-    input: expand("env/{name}.json", name=["prep", "init_model", "train", "evaluate"])
+    input: expand("env/{name}.json", name=["prep", *RULES])
 
 rule prep:
     output: "env/prep.json"
-    shell: "{PY} dump_env.py {output}"
+    shell: "{PY} dump_env.py {output} {rule}"
 
-rule init_model:
-    input: "env/prep.json"
-    output: "env/init_model.json"
-    shell: "{PY} dump_env.py {output}"
-
-rule train:
-    input: "env/prep.json"
-    output: "env/train.json"
-    shell: "{PY} dump_env.py {output}"
-
-rule evaluate:
-    input: "env/prep.json"
-    output: "env/evaluate.json"
-    shell: "{PY} dump_env.py {output}"
+for name in RULES:
+    rule:
+        name: name
+        input: "env/prep.json"
+        output: f"env/{name}.json"
+        shell: "{PY} dump_env.py {output} {rule}"
 """
 
 
@@ -91,8 +92,24 @@ def test_slurm_profile_runs_gpu_rules_on_gpu_partition(slurm_cluster, tmp_path):
         assert env["CUDA_VISIBLE_DEVICES"], f"{rule} got no GPU"
         assert len(env["CUDA_VISIBLE_DEVICES"].split(",")) == wanted["gpu"], (rule, env)
         assert env["SLURM_CPUS_PER_TASK"] == str(wanted["cpus_per_task"]), (rule, env)
+        # The device comes from what SLURM gave the job: its (fake) GPUs, which torch cannot use here.
+        given = f"CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']}"
+        auto, forced = env["auto"], env["forced_cpu"]
+        assert auto["rc"] == 2 and f"{rule} was given GPU(s) ({given}) but torch cannot use CUDA" in auto["err"], auto
+        assert len(auto["err"].strip().splitlines()) == 1 and "Traceback" not in auto["err"]
+        assert json.loads(forced["out"]) == {
+            "device": "cpu", "reason": f"as asked; the job's GPUs ({given}) stay unused", "gpus_given": given,
+        }  # fmt: skip
         job_ids.add(env["SLURM_JOB_ID"])
-    assert len(job_ids) == 4, f"each rule is its own SLURM job: {job_ids}"
+    for rule in CPU_RULES:
+        env = json.loads((tmp_path / "env" / f"{rule}.json").read_text())
+        assert env["SLURM_JOB_PARTITION"] == "cpu" and not env["CUDA_VISIBLE_DEVICES"], (rule, env)
+        # A CPU-only node says so and runs on the CPU.
+        assert json.loads(env["auto"]["out"]) == {
+            "device": "cpu", "reason": "no GPU was given to this job", "gpus_given": None,
+        }, env  # fmt: skip
+        job_ids.add(env["SLURM_JOB_ID"])
+    assert len(job_ids) == 5, f"each rule is its own SLURM job: {job_ids}"
 
 
 # A stand-in for `llava-more train`: one checkpointed step every half second in a work folder outside
@@ -271,7 +288,8 @@ def test_demo_study_through_slurm(slurm_cluster, tmp_path):  # noqa: F811
     from llava_more import paths
 
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    # One fake GPU per training job: on this CPU machine each "GPU" becomes one CPU training process.
+    # One fake GPU per training job: on this CPU machine each "GPU" becomes one CPU training process,
+    # which the fake GPUs' jobs are told to accept (LLAVA_MORE_DEVICE=cpu).
     run_snakemake(
         tmp_path,
         "all",
@@ -284,8 +302,15 @@ def test_demo_study_through_slurm(slurm_cluster, tmp_path):  # noqa: F811
         "0",
         timeout_s=1200,
         snakefile=REPO / "Snakefile",
+        env={"LLAVA_MORE_DEVICE": "cpu"},
     )
     tables = tmp_path / paths.tables_dir("ci")
     assert tables.is_dir() and any(f.stat().st_size > 0 for f in tables.rglob("*") if f.is_file()), (
         f"no table in {tables}"
     )
+    # Every model job decided its device from what SLURM gave it, and said so in its log.
+    exp = "llama3.1-8b_clip-l-336_ci-lcs"
+    for log, purpose in ((f"stage1_{exp}", "stage-1 training"), (f"stage2_{exp}", "stage-2 training"),
+                         (f"eval_stage2_{exp}", "evaluation")):  # fmt: skip
+        text = (tmp_path / "logs" / "ci" / f"{log}.log").read_text()
+        assert f"{purpose} runs on cpu (as asked; the job's GPUs (CUDA_VISIBLE_DEVICES=0) stay unused)" in text, log

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from llava_more.errors import UserError
 
@@ -48,17 +49,18 @@ def _cuda_description(index: int) -> str:
     return f"{torch.cuda.get_device_name(index)}, {torch.cuda.device_count()} visible"
 
 
-def resolve_device(
-    requested: str | None = "auto",
-    *,
-    purpose: str = "this job",
-    env: Mapping[str, str] | None = None,
-    log: bool = True,
-) -> str:
-    """``cpu``, ``cuda`` or ``cuda:N`` for ``requested`` (``auto``/None: decide from the job's GPUs).
+class DeviceChoice(NamedTuple):
+    device: str  # cpu | cuda | cuda:N
+    reason: str  # why, for the job's log
+
+
+def decide_device(
+    requested: str | None = "auto", *, purpose: str = "this job", env: Mapping[str, str] | None = None
+) -> DeviceChoice:
+    """The device for ``requested`` (``auto``/None: decide from the job's GPUs) and why.
 
     ``UserError`` when a GPU is asked for (explicitly, or by the scheduler giving the job one) and
-    torch cannot use it. With ``log``, says at INFO level what was decided and why.
+    torch cannot use it.
     """
     env = os.environ if env is None else env
     requested = (requested or "auto").strip().lower()
@@ -67,19 +69,18 @@ def resolve_device(
     given = gpus_given(env)
     count = _cuda_count()
     if requested == "cpu":
-        device, why = "cpu", "as asked" + (f"; the job's GPUs ({given}) stay unused" if given else "")
-    elif requested == "auto":
+        return DeviceChoice("cpu", "as asked" + (f"; the job's GPUs ({given}) stay unused" if given else ""))
+    if requested == "auto":
         if count:
-            device, why = "cuda", _cuda_description(0) + (f"; {given}" if given else "")
-        elif given:
+            return DeviceChoice("cuda", _cuda_description(0) + (f"; {given}" if given else ""))
+        if given:
             raise UserError(
                 f"{purpose} was given GPU(s) ({given}) but torch cannot use CUDA (torch.cuda.is_available() is "
                 f"False: a CPU build of torch, or a driver that does not match it); install a CUDA build of torch "
                 f"on the node, or set {ENV_VAR}=cpu to run on the CPU anyway"
             )
-        else:
-            device, why = "cpu", "no GPU was given to this job"
-    elif requested == "cuda" or requested.startswith("cuda:"):
+        return DeviceChoice("cpu", "no GPU was given to this job")
+    if requested == "cuda" or requested.startswith("cuda:"):
         suffix = requested.partition(":")[2]
         if suffix and not suffix.isdigit():
             raise UserError(f"device {requested!r}: expected auto, cpu, cuda or cuda:N")
@@ -90,9 +91,19 @@ def resolve_device(
                 + (f" (the job was given {given})" if given else "")
                 + "; use auto or cpu"
             )
-        device, why = requested, _cuda_description(index)
-    else:
-        raise UserError(f"device {requested!r}: expected auto, cpu, cuda or cuda:N")
+        return DeviceChoice(requested, _cuda_description(index))
+    raise UserError(f"device {requested!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def resolve_device(
+    requested: str | None = "auto",
+    *,
+    purpose: str = "this job",
+    env: Mapping[str, str] | None = None,
+    log: bool = True,
+) -> str:
+    """``decide_device``'s device; with ``log``, says at INFO level what was decided and why."""
+    choice = decide_device(requested, purpose=purpose, env=env)
     if log:
-        logger.info("%s runs on %s (%s)", purpose, device, why)
-    return device
+        logger.info("%s runs on %s (%s)", purpose, choice.device, choice.reason)
+    return choice.device

@@ -361,6 +361,10 @@ def parse_params(raw: Any, base_dir: Path = Path("."), check_backbones: bool = T
             StageRecipe.parse(body["stage1"], f"protocols.{name}.stage1"),
             StageRecipe.parse(body["stage2"], f"protocols.{name}.stage2"),
         )
+        if protocols[name].stage1.lora_r:
+            raise ConfigError(
+                f"protocols.{name}.stage1.lora_r: LoRA is a stage-2 option (stage 1 trains only the projector); remove it"
+            )
     pretrain = {
         name: _parse_source(name, body, f"pretrain_data.{name}", PRETRAIN_SOURCES, base_dir)
         for name, body in (raw["pretrain_data"] or {}).items()

@@ -30,7 +30,38 @@ def _dvc_stages(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pull(args: argparse.Namespace) -> int:
+    from llava_more.config import load_params
+    from llava_more.pipeline.dvc import pull_study
+
+    study = load_params(args.params).study(args.study).name
+    written = pull_study(study)
+    print(f"{study}: {len(written)} output(s) pulled and marked current for Snakemake")
+    return 0
+
+
+def _device(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from llava_more.device import decide_device, gpus_given
+
+    choice = decide_device(args.device, purpose=args.purpose)
+    print(
+        json.dumps({"device": choice.device, "reason": choice.reason, "gpus_given": gpus_given(os.environ)})
+    )
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "device", help="the device this job's model commands would use, and why (what the scheduler gave it)"
+    )
+    p.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda or cuda:N (as the model commands take it)"
+    )
+    p.add_argument("--purpose", default="this job", help="what the job is, for the message")
+    p.set_defaults(func=_device)
     p = sub.add_parser("dvc-yaml", help="generate dvc.yaml (every study's stages) from the Snakemake DAG")
     p.add_argument("--params", default="params.yaml")
     p.add_argument(
@@ -38,6 +69,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="dvc.yaml", help="file to write, or - for standard output")
     p.set_defaults(func=_dvc_yaml)
+    p = sub.add_parser(
+        "pull",
+        help="dvc pull one study's artifacts, then mark them current for Snakemake (snakemake --touch)",
+    )
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--study", default=None, help="study name (default: params.yaml's `study`)")
+    p.set_defaults(func=_pull)
     p = sub.add_parser("dvc-stages", help="the names of one study's stages in dvc.yaml (targets for dvc)")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--study", default=None, help="study name (default: params.yaml's `study`)")
