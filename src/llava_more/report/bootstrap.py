@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llava_more.report.samples import ColumnSamples
+from llava_more.report.samples import ColumnSamples, batch_statistic
 
 DEFAULT_REPLICATES = 2000
 DEFAULT_LEVEL = 0.95
@@ -102,13 +102,25 @@ class Bootstrap:
             first = members[0]
             rng = np.random.default_rng(_stable_seed(self.seed, column, first.ids, first.strata))
             strata = first.stratum_index()
-            chunks: list[list[np.ndarray]] = [[] for _ in members]
+            # Every model on these units, as one units x models matrix per feature.
+            by_kind: dict[tuple[str, float], list[int]] = {}
+            for i, member in enumerate(members):
+                by_kind.setdefault((member.kind, member.scale), []).append(i)
+            stacked = {
+                key: {
+                    name: np.stack([members[i].features[name] for i in idx], axis=1)
+                    for name in members[idx[0]].features
+                }
+                for key, idx in by_kind.items()
+            }
+            out = np.empty((self.n, len(members)))
             for start in range(0, self.n, _CHUNK):
                 counts = draw_counts(strata, first.n, min(_CHUNK, self.n - start), rng)
-                for out, member in zip(chunks, members, strict=True):
-                    out.append(member.statistic(counts))
-            for member, out in zip(members, chunks, strict=True):
-                self._done[(id(member), column)] = (member, np.concatenate(out))
+                for (kind, scale), idx in by_kind.items():
+                    values = batch_statistic(kind, scale, stacked[(kind, scale)], strata, counts)
+                    out[start : start + len(counts), idx] = values
+            for i, member in enumerate(members):
+                self._done[(id(member), column)] = (member, out[:, i])
 
     def run_replicates(self, column: str, samples: ColumnSamples) -> np.ndarray:
         """The column's value in each replicate for one evaluated model."""

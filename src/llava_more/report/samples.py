@@ -85,20 +85,8 @@ class ColumnSamples:
         """The column's value under each row of ``weights`` (replicates x units: how often each unit
         was drawn); all-ones weights give the value on the benchmark as run."""
         w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-        f = self.features
-        if self.kind == "mean":
-            total = w.sum(axis=1)
-            value = (w @ f["x"]) / np.where(total > 0, total, 1)
-        elif self.kind == "f1":
-            tp, fp, fn = w @ f["tp"], w @ f["fp"], w @ f["fn"]
-            denominator = 2 * tp + fp + fn
-            value = np.where(denominator > 0, 2 * tp / np.where(denominator > 0, denominator, 1), 0.0)
-        else:
-            value = np.zeros(w.shape[0])
-            for index in self.stratum_index():
-                ws = w[:, index]
-                value += (ws @ f["x"][index]) / np.maximum(ws.sum(axis=1), 1)
-        return value * self.scale
+        features = {name: values[:, None] for name, values in self.features.items()}
+        return batch_statistic(self.kind, self.scale, features, self.stratum_index(), w)[:, 0]
 
     def point(self) -> float:
         return float(self.statistic(np.ones(self.n))[0])
@@ -122,6 +110,27 @@ class ColumnSamples:
             strata=data.get("strata"),
             chance=data.get("chance"),
         )
+
+
+def batch_statistic(
+    kind: str, scale: float, features: dict[str, np.ndarray], strata: list[np.ndarray], weights: np.ndarray
+) -> np.ndarray:
+    """``ColumnSamples.statistic`` for several models at once: ``features`` holds each feature as a
+    units x models matrix (models scored on the same units), ``weights`` is replicates x units; the
+    result is replicates x models. One matrix product per feature serves every model."""
+    if kind == "mean":
+        total = weights.sum(axis=1, keepdims=True)
+        value = (weights @ features["x"]) / np.where(total > 0, total, 1)
+    elif kind == "f1":
+        tp, fp, fn = (weights @ features[name] for name in ("tp", "fp", "fn"))
+        denominator = 2 * tp + fp + fn
+        value = np.where(denominator > 0, 2 * tp / np.where(denominator > 0, denominator, 1), 0.0)
+    else:  # stratum_sum
+        value = np.zeros((weights.shape[0], features["x"].shape[1]))
+        for index in strata:
+            part = weights[:, index]
+            value += (part @ features["x"][index]) / np.maximum(part.sum(axis=1, keepdims=True), 1)
+    return value * scale
 
 
 def _compact(x: float) -> float | int:
