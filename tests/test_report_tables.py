@@ -379,3 +379,21 @@ def test_unreadable_scores_are_a_user_error(tmp_path):
     )
     with pytest.raises(UserError, match="per-sample scores are unreadable"):
         load_scores(tmp_path / "bad.json", "x_y_z")
+
+
+def test_a_finished_run_ends_on_where_the_results_are(tmp_path):
+    from llava_more.report.summary import finished_lines
+
+    assert finished_lines("demo", tmp_path) == []  # nothing made yet: nothing to point at
+    (tmp_path / "results/demo/tables").mkdir(parents=True)
+    (tmp_path / "results/demo/tables/table1_llm.md").write_text("x")
+    (tmp_path / "results/demo/findings.md").write_text("x")
+    claims = [{"verdict": "holds"}, {"verdict": "holds"}, {"verdict": "within noise"}]
+    (tmp_path / "results/demo/findings.json").write_text(json.dumps({"claims": claims}))
+    (tmp_path / "results/demo/report.html").write_text("x")
+    assert finished_lines("demo", tmp_path) == [
+        "Results of study demo:",
+        "  tables:   results/demo/tables/ (table1_llm; also .csv and .tex)",
+        "  findings: results/demo/findings.md (2 holds, 1 within noise)",
+        "  report:   results/demo/report.html (tables, findings and figures in one page)",
+    ]
