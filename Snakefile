@@ -56,15 +56,32 @@ wildcard_constraints:
 # before it: `snakemake all --config study=paper`, or just `snakemake --config study=paper`.
 # The study's products are its tables and every model bundle: naming the bundles here means that
 # deleting one (to retrain it) reruns exactly what depends on it, even though the tables exist.
+# A published study (config/published.py) trains nothing: its bundles are imported checkpoints.
+if STUDY.published:
+    from llava_more.config.published import published_bundles
+
+    MODELS = [paths.stage_dir(S, stage, exp_id) for stage, exp_id in published_bundles(STUDY)]
+else:
+    MODELS = [paths.init_dir(S, pair) for pair in STUDY.pairs]
+    MODELS += [paths.stage_dir(S, stage, e.id) for e in STUDY.experiments for stage in (1, 2)]
+
+
 rule all:
     input:
         paths.tables_dir(S),
-        [paths.init_dir(S, pair) for pair in STUDY.pairs],
-        [paths.stage_dir(S, stage, e.id) for e in STUDY.experiments for stage in (1, 2)],
+        MODELS,
 
 
-include: "workflow/rules/data.smk"
-include: "workflow/rules/model.smk"
-include: "workflow/rules/train.smk"
+if STUDY.published:
+
+    include: "workflow/rules/published.smk"
+
+else:
+
+    include: "workflow/rules/data.smk"
+    include: "workflow/rules/model.smk"
+    include: "workflow/rules/train.smk"
+
+
 include: "workflow/rules/eval.smk"
 include: "workflow/rules/report.smk"

@@ -13,6 +13,7 @@ from llava_more.data import validate as v
 from llava_more.data.llava_json import read_records
 from llava_more.data.validate import validate_dataset
 from llava_more.errors import DataError
+from llava_more.outputs import OutputPathError
 
 SCENE = world.Scene(shapes=(world.Shape("circle", "red", 0, 0, "big"),), background="white", word="cat")
 
@@ -176,7 +177,7 @@ def test_missing_image_root_and_bad_arguments_are_user_errors(tmp_path):
         validate_dataset(data, tmp_path / "nope", tmp_path / "q.jsonl", 0.1)
     with pytest.raises(DataError, match="between 0 and 1"):
         validate_dataset(data, tmp_path, tmp_path / "q.jsonl", 1.5)
-    with pytest.raises(DataError, match="overwrite the input"):
+    with pytest.raises(OutputPathError, match="would overwrite the input"):
         validate_dataset(data, tmp_path, tmp_path / "q.jsonl", 0.1, clean_path=data)
 
 

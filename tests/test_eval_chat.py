@@ -183,7 +183,7 @@ def test_input_errors_are_one_line(bundle, images, tmp_path, capsys):
     empty.mkdir()
     cases = [
         (_chat_cli(bundle, missing, "--query", QUESTION), [str(missing), "not found"]),
-        (_chat_cli(bundle, broken, "--query", QUESTION), [str(broken), "not a readable image"]),
+        (_chat_cli(bundle, broken, "--query", QUESTION), [str(broken), "not an image"]),
         (_chat_cli(empty, images["wide"], "--query", QUESTION), [str(empty), "not a model folder"]),
         (
             _chat_cli(bundle, images["wide"], "--query", QUESTION, "--max-new-tokens", "0"),

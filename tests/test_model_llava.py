@@ -29,6 +29,7 @@ from llava_more.model import (
     load_bundle,
     save_bundle,
 )
+from llava_more.outputs import OutputPathError
 
 torch.set_num_threads(1)
 
@@ -260,10 +261,18 @@ def test_save_bundle_replaces_an_existing_bundle_atomically(tmp_path, tokenizer)
     model, processor, meta = _build(tokenizer, "phi4-mini", "clip-l-336", False)
     target = tmp_path / "bundle"
     target.mkdir()
+    (target / "llava_more.json").write_text("{}")  # an earlier bundle
     (target / "stale.txt").write_text("old")
     save_bundle(target, model, tokenizer, processor, meta)
     assert not (target / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no staging folder left behind
+    # A folder that is not a bundle (nor written by llava-more) is never deleted to make room.
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "todo.txt").write_text("keep")
+    with pytest.raises(OutputPathError, match="did not write"):
+        save_bundle(other, model, tokenizer, processor, meta)
+    assert [p.name for p in other.iterdir()] == ["todo.txt"]
 
 
 def test_s2_model_runs_in_bfloat16(tokenizer):

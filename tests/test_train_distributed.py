@@ -1,5 +1,6 @@
 """Two CPU processes (torchrun, gloo) with DeepSpeed ZeRO-2 and ZeRO-3 (the latter with the fused LM head
-and loss) train like one process with the same global batch: the same loss curve and the same final weights, within float tolerance; and a
+and loss) train like one process with the same global batch: the same loss curve and the same final weights, within float tolerance,
+on a set whose last step holds one sample (one rank trains it, the other runs an empty micro-batch); and a
 SIGTERM to the launcher checkpoints every rank and exits 75."""
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from tests.test_train_helpers import (
 
 pytestmark = pytest.mark.slow
 
-# 12 image + 4 text-only samples; global batch 4: 1 process = 2 per device x 2 accumulation steps,
-# 2 processes = 2 per device x 1. Length grouping puts the text-only samples into a step of their own.
+# 13 image + 4 text-only samples; global batch 4: 1 process = 2 per device x 2 accumulation steps,
+# 2 processes = 2 per device x 1. Length grouping puts the text-only samples into a step of their own;
+# the last step of the epoch holds the one sample left.
 RECIPE = dict(
     epochs=1, global_batch=4, per_device_batch=2, lr=3e-3, warmup_ratio=0.0, max_length=512,
     save_every_steps=2, group_by_length=True, image_aspect_ratio="pad",
@@ -46,7 +48,7 @@ def tensorboard_losses(work: Path) -> list[float]:
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
     init = make_bundle(root)
-    data = make_dataset(root / "data", n_images=12, n_text=4)
+    data = make_dataset(root / "data", n_images=13, n_text=4)
     torch.set_num_threads(1)
     train_stage(2, init, data, data.parent, root / "single-out", root / "single-work", TrainConfig(**RECIPE))
     return {"root": root, "init": init, "data": data}
@@ -84,7 +86,7 @@ def test_two_processes_match_one(setup, zero, layout):
 
     single = tensorboard_losses(setup["root"] / "single-work")
     double = tensorboard_losses(work)
-    assert len(single) == len(double) == 4
+    assert len(single) == len(double) == 5
     torch.testing.assert_close(torch.tensor(double), torch.tensor(single), rtol=1e-4, atol=1e-5)
     assert double[-1] < double[0]
 
@@ -123,7 +125,7 @@ def test_sigterm_to_the_launcher_checkpoints_all_ranks_and_resumes(setup):
     log = first.communicate(timeout=300)[0]
     assert first.returncode == 75, log[-4000:]
     stopped_at, folder = checkpoint_dirs(work)[0]
-    assert 4 < stopped_at < 12 and check_complete(folder) is None
+    assert 4 < stopped_at < 15 and check_complete(folder) is None
     assert {p.name for p in folder.iterdir()} >= {"rng_state_0.pth", "rng_state_1.pth"}  # both ranks saved
     assert not out.exists()
 

@@ -31,6 +31,19 @@ COMMAND_MODULES = [
 REQUEUE_EXIT_CODE = 75  # EX_TEMPFAIL
 
 
+def one_line(exc: UserError) -> str:
+    """The error's message on one line.
+
+    An error raised in a torch DataLoader worker (a bad image met in training) comes back re-raised
+    with the worker's traceback in its message; its last line holds the original message.
+    """
+    text = str(exc)
+    if "Traceback (most recent call last)" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return " ".join(text.split())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llava-more", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -56,11 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
     except UserError as exc:
-        print(f"llava-more {args.command}: error: {exc}", file=sys.stderr)
+        print(f"llava-more {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except TrainingInterrupted as exc:
-        print(f"llava-more {args.command}: {exc}; exit {REQUEUE_EXIT_CODE} so the job is requeued", file=sys.stderr)
+        print(
+            f"llava-more {args.command}: {exc}; exit {REQUEUE_EXIT_CODE} so the job is requeued",
+            file=sys.stderr,
+        )
         return REQUEUE_EXIT_CODE
+    except KeyboardInterrupt:  # Ctrl-C where a command does not handle it itself (training does)
+        print(f"llava-more {args.command}: interrupted", file=sys.stderr)
+        return 130
     return int(result or 0)
 
 

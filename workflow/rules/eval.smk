@@ -32,12 +32,13 @@ rule evaluate:
         tasks=",".join(SUITE.tasks),
         include=lambda w, input: f"--include-path {input.tasks}" if input.tasks else "",
         limit=f"--limit {STUDY.eval_samples}" if STUDY.eval_samples else "",
-        options=f"--batch-size {SUITE.batch_size} --dtype {SUITE.dtype}"
-        + (f" --max-new-tokens {SUITE.max_new_tokens}" if SUITE.max_new_tokens else ""),
+        generation=f"--dtype {SUITE.dtype}" + (f" --max-new-tokens {SUITE.max_new_tokens}" if SUITE.max_new_tokens else ""),
         out=lambda w, output: os.path.dirname(output[0]),
     threads: 1
     log:
         f"logs/{S}/eval_stage{{stage}}_{{exp}}.log",
+    # The batch size changes no answer: it is in the command, not in the params (an edit reruns nothing).
     shell:
         "OMP_NUM_THREADS={threads} {LLAVA} evaluate --model {input.model:q} --tasks {params.tasks}"
-        " {params.include} {params.limit} {params.options} --out {params.out:q} > {log:q} 2>&1"
+        " {params.include} {params.limit} --batch-size {SUITE.batch_size} {params.generation}"
+        " --out {params.out:q} > {log:q} 2>&1"

@@ -1,5 +1,6 @@
 # The paper's tables (and plots) for the study, from every model's scores. Studies of real-size
-# models also get the paper's numbers beside ours (reference/paper_results.csv) and the delta.
+# models, and published studies, also get the paper's numbers beside ours (reference/paper_results.csv) and
+# the delta; a published study also gets its calibration view (ours minus paper per benchmark).
 
 import atexit
 
@@ -17,7 +18,7 @@ def all_scores():
 rule report:
     input:
         scores=all_scores(),
-        reference=[REFERENCE] if STUDY.size == "real" else [],
+        reference=[REFERENCE] if STUDY.size == "real" or STUDY.published else [],
     output:
         tables=directory(paths.tables_dir(S)),
         plots=directory(paths.plots_dir(S)),

@@ -22,6 +22,14 @@ def _check(args: argparse.Namespace) -> int:
         "benchmarks": list(study.benchmarks),
         "tables": {name: list(rows) for name, rows in study.tables.items()},
     }
+    if study.published:  # what is imported instead of trained
+        summary["kind"] = study.kind
+        summary["checkpoints"] = {e.id: e.checkpoint for e in study.experiments}
+        summary["stage1_checkpoints"] = {
+            e.id: e.stage1_checkpoint for e in study.experiments if e.stage1_checkpoint
+        }
+        for key in ("protocol", "initial_models", "pretrain_sets"):
+            del summary[key]
     print(json.dumps(summary, indent=2))
     return 0
 

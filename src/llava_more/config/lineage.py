@@ -13,9 +13,9 @@ key that is absent), and where a name contains a dot (a backbone id such as ``ll
 nearest parent key without one, since DVC reads every dot as nesting.
 
 Not listed, on purpose: the recipe's ``LAYOUT_FIELDS`` (how a step is computed, not what:
-micro-batch split, packing, fused loss, checkpoint interval), a suite's ``batch_size`` (batched
-greedy decoding gives the batch-1 answers) and a recaption source's ``batch_size``. Editing those
-reruns nothing. Everything a job reads from a file (data, models, the reference CSV) is an input of
+micro-batch split, packing, fused loss, checkpoint interval) and a suite's ``batch_size`` (batched
+greedy decoding gives the batch-1 answers; the evaluate rule puts it in its command, not its params).
+Editing those reruns nothing. Everything a job reads from a file (data, models, the reference CSV) is an input of
 the rule instead, and a change of code is not a rerun trigger of the profiles (README, "What reruns").
 """
 
@@ -31,9 +31,9 @@ Key = tuple[str | int, ...]
 Declared = dict[Key, Any]
 
 
-def _source(section: str, params: Params, name: str, skip: tuple[str, ...] = ()) -> Declared:
+def _source(section: str, params: Params, name: str) -> Declared:
     entry = params.raw.get(section, {}).get(name) or {}
-    return {(section, name, key): value for key, value in entry.items() if key not in skip}
+    return {(section, name, key): value for key, value in entry.items()}
 
 
 def _pretrain(params: Params, study: Study, w: Mapping[str, str]) -> Declared:
@@ -42,10 +42,6 @@ def _pretrain(params: Params, study: Study, w: Mapping[str, str]) -> Declared:
 
 def _instruct(params: Params, study: Study, w: Mapping[str, str]) -> Declared:
     return _source("instruct_data", params, w["name"])
-
-
-def _recaption(params: Params, study: Study, w: Mapping[str, str]) -> Declared:
-    return _source("pretrain_data", params, w["name"], skip=("batch_size",))
 
 
 def _validate(params: Params, study: Study, w: Mapping[str, str]) -> Declared:
@@ -87,6 +83,17 @@ def _evaluate(params: Params, study: Study, w: Mapping[str, str]) -> Declared:
     return out
 
 
+def _import_published(params: Params, study: Study, w: Mapping[str, str]) -> Declared:
+    """A published study's import: the release and what the study says the model is."""
+    exp = study.experiment(w["exp"])
+    at: Key = ("studies", study.name, "experiments", exp.block)
+    source = "checkpoint" if int(w["stage"]) == 2 else "stage1_checkpoint"
+    out: Declared = {(*at, source): getattr(exp, source), (*at, "llm"): exp.llm, (*at, "vision"): exp.vision}
+    out[(*at, "s2")] = exp.s2
+    out[("studies", study.name, "size")] = study.size
+    return out
+
+
 def _report(params: Params, study: Study, w: Mapping[str, str]) -> Declared:
     body = params.raw["studies"][study.name]
     return {("studies", study.name, key): body.get(key) for key in ("tables", "findings")}
@@ -97,7 +104,7 @@ RULES: dict[str, Callable[[Params, Study, Mapping[str, str]], Declared]] = {
     "demo_pretrain_data": _pretrain,
     "demo_web_data": _pretrain,
     "fetch_pretrain_data": _pretrain,
-    "recaption_data": _recaption,
+    "recaption_data": _pretrain,
     "demo_instruct_data": _instruct,
     "fetch_instruct_data": _instruct,
     "validate_data": _validate,
@@ -105,6 +112,7 @@ RULES: dict[str, Callable[[Params, Study, Mapping[str, str]], Declared]] = {
     "demo_tokenizer": _section("demo_tokenizer"),
     "warm_vision": _section("demo_vision"),
     "init_model": _init_model,
+    "import_published": _import_published,
     "train": _train,
     "evaluate": _evaluate,
     "report": _report,

@@ -172,6 +172,10 @@ class Experiment:
     block: int = field(default=0, compare=False)
     # The training seed of a study with `seeds` (config.seeds); None in a study without.
     seed: int | None = None
+    # Published studies (config/published.py): the released checkpoint (Hub id or folder) this
+    # experiment evaluates instead of training it, and its pretrain-only release, if any.
+    checkpoint: str | None = None
+    stage1_checkpoint: str | None = None
 
     @property
     def _pair(self) -> str:
@@ -206,6 +210,13 @@ class Study:
     system_prompt: bool = True
     seeds: tuple[int, ...] | None = None  # config.seeds: each experiment trained once per seed
     findings: tuple[Claim, ...] = ()  # config.claims: the paper's conclusions, checked by the report
+    # "training" (the protocol trains every experiment) or "published" (released checkpoints are
+    # imported and evaluated; config/published.py).
+    kind: str = "training"
+
+    @property
+    def published(self) -> bool:
+        return self.kind == "published"
 
     def experiment(self, exp_id: str) -> Experiment:
         for exp in self.experiments:
@@ -226,7 +237,9 @@ class Study:
         return tuple(dict.fromkeys(exp.pretrain for exp in self.experiments))
 
 
+STUDY_KINDS = ("training", "published")
 STUDY_KEYS = (
+    "kind",
     "size",
     "protocol",
     "instruct",
@@ -393,7 +406,9 @@ def parse_params(raw: Any, base_dir: Path = Path("."), check_backbones: bool = T
 
     studies = {}
     for name, body in (raw["studies"] or {}).items():
-        studies[name] = _parse_study(name, body, protocols, pretrain, instruct, suites, check_backbones)
+        studies[name] = _parse_study(
+            name, body, protocols, pretrain, instruct, suites, check_backbones, base_dir
+        )
 
     default = raw["study"]
     if default not in studies:
@@ -404,9 +419,18 @@ def parse_params(raw: Any, base_dir: Path = Path("."), check_backbones: bool = T
     )  # fmt: skip
 
 
-def _parse_study(name, body, protocols, pretrain, instruct, suites, check_backbones) -> Study:
+def _parse_study(
+    name, body, protocols, pretrain, instruct, suites, check_backbones, base_dir=Path(".")
+) -> Study:
     path = f"studies.{name}"
     safe_name(name, path)
+    if (
+        isinstance(body, Mapping)
+        and choice(body.get("kind", "training"), STUDY_KINDS, f"{path}.kind") == "published"
+    ):
+        from llava_more.config.published import parse_published_study
+
+        return parse_published_study(name, body, pretrain, suites, check_backbones, base_dir)
     body = check_keys(body, path, STUDY_KEYS, ("size", "protocol", "instruct", "benchmarks", "experiments"))
     size = choice(body["size"], SIZES, f"{path}.size")
     protocol = choice(body["protocol"], tuple(protocols), f"{path}.protocol")

@@ -40,13 +40,10 @@ def _validate(args: argparse.Namespace) -> int:
         args.quarantine,
         args.max_bad_fraction,
         clean_path=args.clean_out,
+        report_path=args.report,
         workers=args.workers,
     )
-    text = json.dumps(report.to_dict(), indent=1)
-    print(text)
-    if args.report:
-        with open(args.report, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
+    print(json.dumps(report.to_dict(), indent=1))
     return 0
 
 
@@ -84,7 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     instruct.add_argument(
         "--mix", type=_mix, default=None, help="share of each conversation kind, e.g. short=0.5,existence=0.5"
     )
-    instruct.add_argument("--max-turns", type=_positive, default=3, help="most question-answer turns per image")
+    instruct.add_argument(
+        "--max-turns", type=_positive, default=3, help="most question-answer turns per image"
+    )
     instruct.set_defaults(func=_make_instruct)
 
     validate = sub.add_parser(

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
+
+from llava_more.outputs import atomic_dir, write_bytes_atomic
 
 DATA_JSON = "data.json"
 IMAGES_DIR = "images"
@@ -71,13 +73,6 @@ def dumps_json(obj: object) -> bytes:
     return (json.dumps(obj, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def images_sha256(images_dir: Path) -> str:
     """One hash over every image file (relative path and content), in sorted order."""
     digest = hashlib.sha256()
@@ -85,6 +80,17 @@ def images_sha256(images_dir: Path) -> str:
         digest.update(path.relative_to(images_dir).as_posix().encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
+
+
+def write_dataset(out_dir: str | Path, write: Callable[[Path], DemoDataset]) -> DemoDataset:
+    """Run ``write`` on a staging folder that becomes ``out_dir`` only once the dataset is complete.
+
+    A failed run leaves an earlier dataset at ``out_dir`` as it was (``llava_more.outputs.atomic_dir``).
+    """
+    out = Path(out_dir)
+    with atomic_dir(out, signature=(MANIFEST_JSON, DATA_JSON)) as staging:
+        staged = write(staging)
+    return DemoDataset(out, out / DATA_JSON, out / IMAGES_DIR, staged.manifest)
 
 
 def finish_dataset(out_dir: Path, records: list[dict], manifest: dict) -> DemoDataset:

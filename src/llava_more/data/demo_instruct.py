@@ -26,6 +26,7 @@ from llava_more.data.demo_files import (
     prepare_out_dir,
     record_rng,
     save_png,
+    write_dataset,
 )
 from llava_more.data.demo_questions import QA, prompt_text
 from llava_more.data.demo_world import Scene
@@ -72,7 +73,10 @@ def generate_demo_instruct(
     if n < 1:
         raise DataError(f"demo instruction size must be at least 1, got {n}")
     mix = check_mix(mix) if mix is not None else MIX
-    out = Path(out_dir)
+    return write_dataset(out_dir, lambda staging: _write_instruct(staging, n, seed, mix, max_turns))
+
+
+def _write_instruct(out: Path, n: int, seed: int, mix: dict[str, float], max_turns: int) -> DemoDataset:
     images_dir = prepare_out_dir(out)
     kinds = exact_split(n, mix, random.Random(f"llava-more/instruct-mix/{seed}"))
     records = []
@@ -166,7 +170,9 @@ def _verify_turns(scene: Scene, rng: random.Random, max_turns: int = 3) -> list[
 def _word_turns(scene: Scene, rng: random.Random, max_turns: int = 3) -> list[tuple[str, str]]:
     qa = demo_questions.word_question(scene, rng)
     turns = [(prompt_text(qa), qa.answer)]
-    follow_ups = _distinct(lambda: demo_questions.short_answer_question(scene, rng), rng.randint(0, max_turns - 1))
+    follow_ups = _distinct(
+        lambda: demo_questions.short_answer_question(scene, rng), rng.randint(0, max_turns - 1)
+    )
     return turns + [(prompt_text(f), f.answer) for f in follow_ups]
 
 

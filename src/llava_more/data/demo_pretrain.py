@@ -20,6 +20,7 @@ from llava_more.data.demo_files import (
     prepare_out_dir,
     record_rng,
     save_png,
+    write_dataset,
 )
 from llava_more.errors import DataError
 
@@ -33,7 +34,10 @@ def generate_demo_pretrain(out_dir: str | Path, kind: str, n: int, seed: int) ->
         raise DataError(f"unknown demo pre-training kind {kind!r}; use one of {', '.join(PRETRAIN_KINDS)}")
     if n < 1:
         raise DataError(f"demo pre-training size must be at least 1, got {n}")
-    out = Path(out_dir)
+    return write_dataset(out_dir, lambda staging: _write_pretrain(staging, kind, n, seed))
+
+
+def _write_pretrain(out: Path, kind: str, n: int, seed: int) -> DemoDataset:
     images_dir = prepare_out_dir(out)
     if kind == "mix":
         styles = exact_split(n, {"alttext": 0.5, "recap": 0.5}, random.Random(f"llava-more/mix/{seed}"))

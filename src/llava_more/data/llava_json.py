@@ -2,8 +2,9 @@
 
 A record is ``{"id", "image"?, "conversations": [{"from": "human"|"gpt", "value"}, ...]}``; the
 ``image`` path is relative to the image root, and a record without one is text-only. This module
-reads records and images and turns every unreadable input into a ``DataError`` naming the file
-and the record; ``validate.py`` decides which records are fit for training.
+reads records and images (through ``images.py``, the one place images are decoded) and turns
+every unreadable input into a ``DataError`` naming the file and the record; ``validate.py`` decides
+which records are fit for training.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
+from llava_more.data.images import ImageProblem, image_file, load_image
 from llava_more.errors import DataError
 
 JSON_SUFFIXES = (".json", ".jsonl")
@@ -106,31 +108,23 @@ def read_records(json_path: str | Path) -> list[dict]:
 
 
 def image_path(image_root: str | Path, record: dict) -> Path | None:
-    """Where a record's image lies, or None for a text-only record."""
+    """Where a record's image lies, or None for a text-only record; a path leaving the root is a ``DataError``."""
     image = record.get("image")
-    return None if image is None else Path(image_root) / image
+    if image is None:
+        return None
+    try:
+        return image_file(image_root, image)
+    except ImageProblem as problem:
+        raise problem.about(image, f"image of record {record.get('id')!r}", _HINT) from None
 
 
 def open_image(path: str | Path, record_id: object = None) -> Image.Image:
-    """Open and fully decode an image as RGB; any failure is a ``DataError`` naming file and record.
+    """Open and fully decode an image as the RGB picture a viewer shows (``llava_more.data.images``).
 
-    ``load()`` decodes every byte, so truncated files fail here rather than mid-training (unless
-    some library has set ``ImageFile.LOAD_TRUNCATED_IMAGES``; ``validate.py`` guards against that).
+    Any failure is a ``DataError`` naming the file and the record.
     """
-    path = Path(path)
-    about = f"record {record_id!r}" if record_id is not None else "image"
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(f"{path}: image of {about} not found; {_HINT}") from None
-    except UnidentifiedImageError:
-        size = path.stat().st_size if path.exists() else 0
-        what = "is empty (0 bytes)" if size == 0 else "is not an image Pillow can identify"
-        raise DataError(f"{path}: image of {about} {what}; {_HINT}") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{path}: image of {about} cannot be decoded ({exc}); {_HINT}") from None
+    about = f"record {record_id!r}" if record_id is not None else "a record"
+    return load_image(path, subject=f"image of {about}", hint=_HINT)
 
 
 class LlavaJsonDataset(Dataset):

@@ -2,13 +2,19 @@
 
 A record is fit for training when its conversation alternates ``human`` / ``gpt`` starting with
 ``human`` with no empty turn, ``<image>`` appears exactly once (in a human turn) if and only if the
-record has an image, and that image exists and decodes completely. Records without an ``image``
-key are text-only by design and are kept.
+record has an image, and that image lies inside the image root (no absolute path, no ``..`` or
+symlink leading out) and loads through ``images.load_image``, the loader training, evaluation and
+chat use. Records without an ``image`` key are text-only by design and are kept.
 
 Every bad record goes to a quarantine JSON Lines file with where it was (index or line), its id,
 a reason code and a readable detail, so a handful of broken files among 665K do not stop a run;
 only when the bad fraction exceeds ``max_bad_fraction`` is the dataset rejected with a
 ``DataError``. The clean records are written, in their original order, to a LLaVA JSON array.
+
+The outputs (quarantine, clean file, report) are checked against the inputs and each other
+(``llava_more.outputs``), and against the images the records use, before anything is written,
+and each is written under a temporary name and renamed. On a run rejected for too many bad records
+only the quarantine (the evidence) is written.
 
 Decoding is I/O- and codec-bound (Pillow's decoders release the GIL), so images are checked on a
 thread pool.
@@ -16,7 +22,6 @@ thread pool.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -26,10 +31,23 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from PIL import Image, ImageFile, UnidentifiedImageError
-
+from llava_more.data.images import (
+    BAD_IMAGE_FIELD,
+    CORRUPT_IMAGE,
+    EMPTY_IMAGE,
+    IMAGE_OUTSIDE_ROOT,
+    IMAGE_TOO_LARGE,
+    MISSING_IMAGE,
+    NOT_AN_IMAGE,
+    UNSUPPORTED_IMAGE,
+    ImageProblem,
+    image_file,
+    load_image,
+    strict_decoding,
+)
 from llava_more.data.llava_json import RawRecord, iter_raw_records
 from llava_more.errors import DataError
+from llava_more.outputs import OutputPathError, atomic_file, check_outputs
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +63,9 @@ WRONG_ROLES = "wrong_roles"
 EMPTY_TURN = "empty_turn"
 IMAGE_TOKEN_COUNT = "image_token_count"
 IMAGE_TOKEN_WITHOUT_IMAGE = "image_token_without_image"
-BAD_IMAGE_FIELD = "bad_image_field"
-MISSING_IMAGE = "missing_image"
-EMPTY_IMAGE = "empty_image"
-NOT_AN_IMAGE = "not_an_image"
-CORRUPT_IMAGE = "corrupt_image"
+# The image reason codes, defined by the loader (``images.py``) and re-exported here with the others.
+IMAGE_REASONS = (BAD_IMAGE_FIELD, IMAGE_OUTSIDE_ROOT, MISSING_IMAGE, EMPTY_IMAGE, NOT_AN_IMAGE, CORRUPT_IMAGE,
+                 UNSUPPORTED_IMAGE, IMAGE_TOO_LARGE)  # fmt: skip
 
 # Records whose images are checked per batch handed to the thread pool (bounds memory on 665K).
 _IMAGE_BATCH = 4096
@@ -98,19 +114,18 @@ def validate_dataset(
     max_bad_fraction: float,
     *,
     clean_path: str | Path | None = None,
+    report_path: str | Path | None = None,
     workers: int | None = None,
 ) -> ValidationReport:
-    """Check every record; write the quarantine and the clean file; raise if too many are bad."""
+    """Check every record; write the quarantine, the clean file and the report; raise if too many are bad."""
     json_path, image_root, quarantine_path = Path(json_path), Path(image_root), Path(quarantine_path)
     clean_path = (
         Path(clean_path) if clean_path is not None else default_clean_path(json_path, quarantine_path)
     )
     if not 0.0 <= max_bad_fraction <= 1.0:
         raise DataError(f"max_bad_fraction must be between 0 and 1, got {max_bad_fraction}")
-    if clean_path.resolve() == json_path.resolve():
-        raise DataError(
-            f"{clean_path}: the clean output would overwrite the input dataset; choose another path"
-        )
+    outputs = {"--quarantine": quarantine_path, "--clean-out": clean_path, "--report": report_path}
+    check_outputs({"--json": json_path, "--image-root": image_root}, outputs)
 
     raw_records = list(iter_raw_records(json_path))
     if not raw_records:
@@ -122,8 +137,9 @@ def validate_dataset(
         raise DataError(
             f"{image_root}: image root not found (needed by {len(with_images)} records of {json_path})"
         )
+    guard = _OutputGuard(outputs)
     for index, problem in zip(
-        with_images, _check_images(raw_records, with_images, image_root, workers), strict=True
+        with_images, _check_images(raw_records, with_images, image_root, workers, guard), strict=True
     ):
         problems[index] = problem
 
@@ -152,6 +168,9 @@ def validate_dataset(
         )
     _write_json_array(clean_path, clean)
     report.clean_path = str(clean_path)
+    if report_path is not None:
+        with atomic_file(report_path) as handle:
+            handle.write(json.dumps(report.to_dict(), indent=1) + "\n")
     log.info(report.summary())
     return report
 
@@ -230,55 +249,61 @@ def _check_image_token(record: dict, turns: list[dict]) -> Problem | None:
 # ---------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _strict_decoding() -> Iterator[None]:
-    """Make truncated images fail even if some imported library relaxed Pillow globally."""
-    previous = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
-    try:
-        yield
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+class _OutputGuard:
+    """The files already at the output paths: none of them may be an image a record uses."""
+
+    def __init__(self, outputs: dict[str, str | Path | None]):
+        self.files = {}
+        for flag, path in outputs.items():
+            try:
+                info = os.stat(path) if path is not None else None
+            except OSError:
+                continue
+            if info is not None:
+                self.files[(info.st_dev, info.st_ino)] = (flag, path)
+
+    def check(self, path: Path) -> None:
+        if not self.files:
+            return
+        try:
+            info = path.stat()
+        except OSError:
+            return
+        clash = self.files.get((info.st_dev, info.st_ino))
+        if clash is not None:
+            flag, output = clash
+            raise OutputPathError(
+                f"{flag} {output} is the image {path} of the dataset: writing it would overwrite an input; write "
+                "the output somewhere else"
+            )
 
 
-def check_image(path: Path) -> Problem | None:
-    """None when ``path`` is an image that decodes completely, else why not."""
+def check_image(image_root: Path, relpath: str, guard: _OutputGuard | None = None) -> Problem | None:
+    """None when the record's image lies inside ``image_root`` and loads as training will load it."""
     try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return Problem(MISSING_IMAGE, f"{path} does not exist")
-    except OSError as exc:
-        return Problem(MISSING_IMAGE, f"{path} cannot be read ({exc.strerror})")
-    if not path.is_file():
-        return Problem(MISSING_IMAGE, f"{path} is not a file")
-    if size == 0:
-        return Problem(EMPTY_IMAGE, f"{path} is empty (0 bytes)")
-    try:
-        with Image.open(path) as image:
-            image.load()
-    except UnidentifiedImageError:
-        with path.open("rb") as handle:
-            head = handle.read(64).lstrip().lower()
-        hint = (
-            " (it looks like an HTML page, e.g. an error page saved by a downloader)"
-            if head.startswith((b"<!doctype html", b"<html"))
-            else ""
-        )
-        return Problem(NOT_AN_IMAGE, f"{path} is not an image Pillow can identify{hint}")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        return Problem(CORRUPT_IMAGE, f"{path} cannot be decoded completely ({exc})")
+        path = image_file(image_root, relpath)
+        if guard is not None:
+            guard.check(path)
+        load_image(path)
+    except ImageProblem as problem:
+        where = problem.path if problem.reason != IMAGE_OUTSIDE_ROOT else f"{relpath!r}"
+        return Problem(problem.reason, f"{where} {problem.detail}")
     return None
 
 
 def _check_images(
-    raw_records: list[RawRecord], indices: list[int], image_root: Path, workers: int | None
+    raw_records: list[RawRecord],
+    indices: list[int],
+    image_root: Path,
+    workers: int | None,
+    guard: _OutputGuard | None = None,
 ) -> Iterator[Problem | None]:
     workers = workers or min(32, (os.cpu_count() or 1) * 4)
-    with _strict_decoding(), ThreadPoolExecutor(max_workers=workers) as pool:
+    with strict_decoding(), ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(indices), _IMAGE_BATCH):
             batch = indices[start : start + _IMAGE_BATCH]
-            paths = [image_root / raw_records[i].record["image"] for i in batch]
-            yield from pool.map(check_image, paths)
+            relpaths = [raw_records[i].record["image"] for i in batch]
+            yield from pool.map(lambda relpath: check_image(image_root, relpath, guard), relpaths)
             if len(indices) > _IMAGE_BATCH:
                 log.info("checked %d of %d images", min(start + _IMAGE_BATCH, len(indices)), len(indices))
 
@@ -289,9 +314,7 @@ def _check_images(
 
 
 def _write_quarantine(path: Path, json_path: Path, quarantined: list[tuple[RawRecord, Problem]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
+    with atomic_file(path) as handle:
         for raw, problem in quarantined:
             entry = {
                 "source": str(json_path),
@@ -305,12 +328,8 @@ def _write_quarantine(path: Path, json_path: Path, quarantined: list[tuple[RawRe
             else:
                 entry["record"] = raw.record
             handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def _write_json_array(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
+    with atomic_file(path) as handle:
         json.dump(records, handle, ensure_ascii=False)
-    os.replace(tmp, path)

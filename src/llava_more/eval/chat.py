@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from transformers import TextStreamer
 
+from llava_more.data.images import load_image as load_image_file
 from llava_more.device import resolve_device
 from llava_more.errors import ConfigError, UserError
 from llava_more.eval.lmms_model import cut_at_stops, stop_token_ids
@@ -41,17 +42,11 @@ _STRUCTURED_CONTENT_LEAK = "'type':"
 
 # ---------------------------------------------------------------------------------------------- inputs
 def load_image(path: str | Path) -> Image.Image:
-    """The image at ``path`` as RGB; a missing or unreadable file is a ``UserError``."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: image file not found; pass an existing image with --image")
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as err:
-        raise UserError(
-            f"{path}: not a readable image ({err}); pass a PNG, JPEG or other PIL format"
-        ) from None
+    """The image at ``path`` as training and evaluation see it (``llava_more.data.images``).
+
+    A missing, unreadable or oversized file is a ``UserError``.
+    """
+    return load_image_file(path, hint="pass an existing PNG, JPEG or other image Pillow reads with --image")
 
 
 def bundle_pixel_values(

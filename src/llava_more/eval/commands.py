@@ -31,7 +31,9 @@ def _make_benchmarks(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from llava_more.device import resolve_device
     from llava_more.eval.run import SCORES_FILE, run_lmms_eval
+    from llava_more.outputs import check_outputs
 
+    check_outputs({"--model": args.model, "--include-path": args.include_path}, {"--out": args.out})
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
     device = resolve_device(args.device, purpose="evaluation")

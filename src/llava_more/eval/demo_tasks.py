@@ -23,6 +23,7 @@ from pathlib import Path
 from llava_more.errors import UserError
 from llava_more.eval.benchmarks import dump_task_yaml, function
 from llava_more.eval.demo_docs import BUILDERS, POPE_CATEGORIES
+from llava_more.outputs import atomic_dir
 
 DEMO_TASKS: tuple[str, ...] = tuple(BUILDERS)
 MANIFEST = "manifest.json"
@@ -268,18 +269,14 @@ def generate_demo_benchmarks(
 
     datasets.disable_progress_bars()  # one bar per split and column is noise in a pipeline log
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)
-    folders, entries = {}, {}
-    for task in tasks:
-        folders[task] = out / task
-        entries[task] = _write_task(task, out / task, n_per_task, seed)
-    manifest = {
-        "generator": "llava_more.eval.demo_tasks",
-        "seed": seed,
-        "n_per_task": n_per_task,
-        "tasks": entries,
-    }
-    # Written last: its presence means the folder is complete.
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    return folders
+    # Built in a staging folder that replaces ``out`` once complete (the task folders can move).
+    with atomic_dir(out, signature=MANIFEST) as staging:
+        entries = {task: _write_task(task, staging / task, n_per_task, seed) for task in tasks}
+        manifest = {
+            "generator": "llava_more.eval.demo_tasks",
+            "seed": seed,
+            "n_per_task": n_per_task,
+            "tasks": entries,
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    return {task: out / task for task in tasks}

@@ -31,6 +31,7 @@ from PIL import Image
 from tqdm import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from llava_more.data.images import as_rgb
 from llava_more.errors import UserError
 from llava_more.model.preprocess import ASPECT_RATIOS, pixel_values
 
@@ -48,6 +49,7 @@ def _log_info_to_stderr() -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     package.addHandler(handler)
     package.setLevel(logging.INFO)
+
 
 # Used when a task gives no max_new_tokens (LLaVA's own VQA evaluation uses 128).
 DEFAULT_MAX_NEW_TOKENS = 128
@@ -253,7 +255,10 @@ class LlavaMoreLMM(lmms):
                     f"task {task} doc {doc_id}: llava_more takes images only, got {type(item).__name__} "
                     f"({str(item)[:80]}); video/audio tasks need frames given as PIL images"
                 )
-        return flat
+        # The picture a viewer shows, as training saw its images (orientation, 16-bit, transparency).
+        return [
+            as_rgb(item, f"task {task} doc {doc_id}", hint="fix or drop the benchmark image") for item in flat
+        ]
 
     def _prepare_text(self, context: str, num_images: int) -> tuple[list[int], str]:
         """Token ids of the full generation prompt for ``context`` with ``num_images`` images."""

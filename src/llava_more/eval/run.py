@@ -27,6 +27,7 @@ import yaml
 from llava_more.errors import EvaluationFailed, UserError
 from llava_more.eval.benchmarks import Benchmark, get_benchmark, write_overlays
 from llava_more.eval.lmms_plugin import MODEL_NAME
+from llava_more.outputs import write_text_atomic
 from llava_more.report.samples import extract_columns
 
 SCORES_FILE = "scores.json"
@@ -258,5 +259,5 @@ def run_lmms_eval(
     per_sample = extract_columns(benches, raw_dir, scores["columns"])
     scores["samples_skipped"] = per_sample.skipped
     scores["samples"] = {column: s.to_json() for column, s in per_sample.columns.items()}
-    (out / SCORES_FILE).write_text(json.dumps(scores, indent=1) + "\n", encoding="utf-8")
+    write_text_atomic(out / SCORES_FILE, json.dumps(scores, indent=1) + "\n")
     return scores["metrics"]

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from transformers.image_processing_utils import BaseImageProcessor
 
 import llava_more.model.llava  # noqa: F401  (registers llava_more with the Auto classes)
 from llava_more.errors import UserError
+from llava_more.outputs import atomic_dir
 
 META_FILE = "llava_more.json"
 log = logging.getLogger(__name__)
@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BundleMeta:
+    """What a bundle holds. ``image_aspect_ratio`` (pad | square) is how images are prepared for it
+    (None: evaluation's default, pad); ``source`` is the published checkpoint an imported bundle
+    was converted from (None for bundles built here)."""
+
     llm_id: str
     vision_id: str
     size: str
@@ -43,6 +47,8 @@ class BundleMeta:
     template: str
     image_tokens: int
     image_token: str = "<image>"
+    image_aspect_ratio: str | None = None
+    source: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
@@ -106,11 +112,7 @@ def save_bundle(
     meta: BundleMeta,
 ) -> None:
     """Write the bundle to ``out_dir`` atomically (replacing an existing one)."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    with atomic_dir(out_dir, signature=META_FILE) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         image_processor.save_pretrained(staging)
@@ -119,18 +121,6 @@ def save_bundle(
         except (ValueError, IndexError, TypeError) as err:  # e.g. a tokenizer without the image token
             log.warning("no LlavaProcessor saved in %s: %s", out_dir, err)
         (staging / META_FILE).write_text(meta.to_json())
-        previous = out_dir.parent / f".{out_dir.name}.previous-{os.getpid()}"
-        if out_dir.exists():
-            out_dir.rename(previous)
-        try:
-            staging.rename(out_dir)
-        except OSError:
-            if previous.exists():
-                previous.rename(out_dir)
-            raise
-        shutil.rmtree(previous, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def load_bundle(

@@ -1,4 +1,5 @@
-"""``llava-more models`` (sizes and shapes of every model) and ``llava-more init-model`` (initial bundle)."""
+"""``llava-more models`` (sizes and shapes of every model), ``llava-more init-model`` (initial bundle) and
+``llava-more import-model`` (a published checkpoint as a bundle)."""
 
 from __future__ import annotations
 
@@ -59,7 +60,12 @@ def _models(args: argparse.Namespace) -> int:
 
 def _init_model(args: argparse.Namespace) -> int:
     from llava_more.model.initialize import init_model  # torch: only when the command runs
+    from llava_more.outputs import check_outputs
 
+    check_outputs(
+        {"--tokenizer": args.tokenizer, "--llm-path": args.llm_path, "--vision-path": args.vision_path},
+        {"--out": args.out},
+    )
     init_model(
         args.llm,
         args.vision,
@@ -73,6 +79,22 @@ def _init_model(args: argparse.Namespace) -> int:
         seed=args.seed,
         system_prompt=not args.no_system_prompt,
     )
+    return 0
+
+
+def _import_model(args: argparse.Namespace) -> int:
+    from llava_more.model.checkpoint_import import ImportOptions, import_checkpoint  # torch: on use
+
+    options = ImportOptions(
+        llm_id=args.llm,
+        vision_id=args.vision,
+        vision_tower=args.vision_tower,
+        llm_base=args.llm_base,
+        template=args.template,
+        dtype=args.dtype,
+        expect_s2=None if args.expect_s2 is None else args.expect_s2 == "yes",
+    )
+    import_checkpoint(args.source, args.out, options)
     return 0
 
 
@@ -101,7 +123,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     init.add_argument("--size", required=True, choices=("tiny", "real"))
     init.add_argument(
-        "--tokenizer", default=None, type=Path, metavar="DIR",
+        "--tokenizer",
+        default=None,
+        type=Path,
+        metavar="DIR",
         help="tokenizer folder (default: the LLM checkpoint's own tokenizer)",
     )
     init.add_argument("--out", required=True, type=Path, metavar="DIR", help="bundle folder to write")
@@ -112,7 +137,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     init.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
     init.add_argument(
-        "--no-system-prompt", action="store_true",
+        "--no-system-prompt",
+        action="store_true",
         help="use the chat template without its default system prompt (template id <id>+no-system)",
     )
     init.set_defaults(func=_init_model)
+
+    imp = sub.add_parser(
+        "import-model",
+        help="turn a published LLaVA checkpoint (original LLaVA format or transformers llava) into a bundle",
+    )
+    imp.add_argument(
+        "source", help="checkpoint folder or Hugging Face Hub id (e.g. aimagelab/LLaVA_MORE-...)"
+    )
+    imp.add_argument("--out", required=True, type=Path, metavar="DIR", help="bundle folder to write")
+    imp.add_argument("--llm", default=None, metavar="ID", help="the LLM's id (default: from config.json)")
+    imp.add_argument(
+        "--vision", default=None, metavar="ID", help="the encoder's id (default: from config.json)"
+    )
+    imp.add_argument(
+        "--vision-tower",
+        default=None,
+        metavar="PATH_OR_ID",
+        help="where the encoder comes from (default: mm_vision_tower, or its Hub id when that path is not here)",
+    )
+    imp.add_argument(
+        "--llm-base",
+        default=None,
+        metavar="PATH_OR_ID",
+        help="LLM checkpoint for pretrain-only releases (default: _name_or_path, else the registry's id)",
+    )
+    imp.add_argument(
+        "--template", default=None, metavar="ID", help="chat template id (default: <llm template>+original)"
+    )
+    imp.add_argument("--dtype", default=None, help="weights dtype (default: the checkpoint's)")
+    imp.add_argument(
+        "--expect-s2",
+        choices=("yes", "no"),
+        default=None,
+        help="refuse a checkpoint whose S2 setting differs",
+    )
+    imp.set_defaults(func=_import_model)

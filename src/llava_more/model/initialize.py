@@ -11,10 +11,11 @@ from transformers import AutoTokenizer, LlavaForConditionalGeneration, PreTraine
 
 from llava_more.errors import UserError
 from llava_more.model.builder import build_llava, build_llava_from_pretrained
-from llava_more.model.bundle import BundleMeta, save_bundle
+from llava_more.model.bundle import META_FILE, BundleMeta, save_bundle
 from llava_more.model.llm import get_llm
 from llava_more.model.llm.base import check_size
 from llava_more.model.vision import get_vision
+from llava_more.outputs import check_replaceable
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ def init_model(
 
     llm, vision = get_llm(llm_id), get_vision(vision_id)
     check_size(size)
+    check_replaceable(out_dir, META_FILE)  # before the (maybe long) checkpoint loading
     if s2_scales is True:
         scales = vision.s2_scales(size)
     elif s2_scales:

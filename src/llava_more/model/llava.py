@@ -3,7 +3,8 @@
 Ordinary pairs are plain ``LlavaForConditionalGeneration`` checkpoints (lmms-eval's ``llava_hf``
 loads them as they are). ``LlavaMoreForConditionalGeneration`` (model type ``llava_more``) adds:
 
-- S2 multi-scale features (the projector then takes ``len(scales)`` x the encoder's channels);
+- S2 multi-scale features (the projector then takes ``len(scales)`` x the encoder's channels;
+  ``s2_antialias`` false resizes to the smaller scales as the published S2 checkpoints were trained);
 - any number of prefix tokens to drop (DINOv2 with registers: CLS + 4 registers), where plain
   LLaVA can only drop one;
 - a biased LM head (Phi-2) and Gemma-2's final logit soft-capping, which the original LLMs apply
@@ -43,6 +44,7 @@ class LlavaMoreConfig(LlavaConfig):
     model_type = "llava_more"
 
     s2_scales: list[int] | None = None
+    s2_antialias: bool = True
     num_prefix_tokens: int = 1
     lm_head_bias: bool = False
     final_logit_softcapping: float | None = None
@@ -96,6 +98,7 @@ class LlavaMoreModel(LlavaModel):
                 self.config.s2_scales,
                 feature_layer=layer,
                 num_prefix_tokens=prefix,
+                antialias=self.config.s2_antialias,
             )
         else:
             outputs = self.vision_tower(pixel_values, output_hidden_states=True, return_dict=True)

@@ -20,13 +20,13 @@ from llava_more.model.s2_scales import validate_s2_scales
 __all__ = ["s2_features", "validate_s2_scales"]
 
 
-def _tiles(images: torch.Tensor, scale: int, base_size: int) -> torch.Tensor:
+def _tiles(images: torch.Tensor, scale: int, base_size: int, antialias: bool = True) -> torch.Tensor:
     """(B, C, S, S) -> (B * n * n, C, base, base), tiles in row-major order per image."""
     if images.shape[-1] != scale or images.shape[-2] != scale:
         # Antialiasing matters when shrinking the largest-scale input to the smaller scales; the
         # antialiased kernel has no bf16/fp16 version, so resize in fp32 and cast back.
         images = F.interpolate(
-            images.float(), size=(scale, scale), mode="bicubic", align_corners=False, antialias=True
+            images.float(), size=(scale, scale), mode="bicubic", align_corners=False, antialias=antialias
         ).to(images.dtype)
     n = scale // base_size
     batch, channels = images.shape[:2]
@@ -51,15 +51,18 @@ def s2_features(
     *,
     feature_layer: int,
     num_prefix_tokens: int,
+    antialias: bool = True,
 ) -> torch.Tensor:
     """Multi-scale features of ``pixel_values`` (B, 3, max(scales), max(scales)): (B, N, D * len(scales)).
 
     All tiles of all scales go through the encoder in one batch (1 + 4 + 9 = 14 passes per image for
-    three scales), which is what keeps S2 affordable.
+    three scales), which is what keeps S2 affordable. ``antialias=False`` shrinks the input to the
+    smaller scales with plain bicubic interpolation, as the S2 reference implementation (``s2wrapper``)
+    that the published S2 checkpoints were trained with does.
     """
     base_size = scales[0]
     batch = pixel_values.shape[0]
-    tiles = torch.cat([_tiles(pixel_values, scale, base_size) for scale in scales])
+    tiles = torch.cat([_tiles(pixel_values, scale, base_size, antialias) for scale in scales])
     hidden = vision_tower(tiles, output_hidden_states=True, return_dict=True).hidden_states[feature_layer]
     hidden = hidden[:, num_prefix_tokens:]
     grid = int(round(hidden.shape[1] ** 0.5))

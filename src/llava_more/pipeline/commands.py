@@ -9,15 +9,17 @@ from pathlib import Path
 
 def _dvc_yaml(args: argparse.Namespace) -> int:
     from llava_more.config import load_params
+    from llava_more.outputs import check_outputs, write_text_atomic
     from llava_more.pipeline.dvc import render_dvc_yaml
 
+    check_outputs({"--params": args.params}, {"--out": args.out})
     params = load_params(args.params)
     studies = [params.study(name).name for name in args.study] if args.study else None
     text = render_dvc_yaml(params, studies)
     if args.out == "-":
         print(text, end="")
     else:
-        Path(args.out).write_text(text)
+        write_text_atomic(args.out, text)
     return 0
 
 

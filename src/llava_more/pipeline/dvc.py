@@ -204,4 +204,6 @@ HEADER = """\
 def render_dvc_yaml(params: Params, studies: list[str] | None = None, root: Path = Path(".")) -> str:
     """``dvc.yaml`` for ``studies`` (default: every study of params.yaml)."""
     jobs = {study: snakemake_jobs(study, root) for study in studies or list(params.studies)}
-    return HEADER + yaml.safe_dump({"stages": dvc_stages(jobs, params)}, sort_keys=False, width=1000)
+    stages = dvc_stages(jobs, params)
+    # Snakemake lists a dry run's jobs in no fixed order: sort, so the file only changes with the DAG.
+    return HEADER + yaml.safe_dump({"stages": dict(sorted(stages.items()))}, sort_keys=False, width=1000)

@@ -36,6 +36,9 @@ stage 2 29% low. The text lengths were left as they are: the gap looks like effi
 than tokens (that run reached an MFU of ~0.31 in stage 1 and ~0.25 in stage 2, with ZeRO-3,
 padding to the longest sample of a batch and recomputation). ``--mfu 0.26`` gives a conservative budget for that code path.
 
+A published study (``kind: published``) trains nothing: its jobs are imports of released checkpoints
+(unpriced, like data jobs) and evaluations, so its plan is evaluation GPU-hours only.
+
 Evaluation: benchmark samples times ``eval_sample_seconds`` (default 0.25 A100-seconds per sample
 for a 7B LLaVA at batch 1, from lmms-eval's GQA and MME timings), scaled by the LLM's size and by
 memory bandwidth on other GPUs (decoding at batch 1 is bandwidth-bound). A rough constant.
@@ -288,11 +291,13 @@ class Plan:
 
 
 def _classify(study: Study) -> dict[str, tuple[str, int, str]]:
-    """Output path -> (kind, stage, experiment id) for the jobs the cost model prices."""
+    """Output path -> (kind, stage, experiment id) for the jobs the cost model prices (a published
+    study's bundles are imported, not trained: only its evaluations are priced)."""
     out = {}
     for exp in study.experiments:
         for stage in (1, 2):
-            out[paths.stage_dir(study.name, stage, exp.id)] = (f"stage{stage}", stage, exp.id)
+            if not study.published:
+                out[paths.stage_dir(study.name, stage, exp.id)] = (f"stage{stage}", stage, exp.id)
             out[paths.scores(study.name, stage, exp.id)] = ("eval", stage, exp.id)
     return out
 
@@ -350,7 +355,7 @@ def plan_study(
     assumptions = assumptions.check()
     study = params.study(study_name)
     root = Path(root)
-    protocol = params.protocols[study.protocol]
+    protocol = None if study.published else params.protocols[study.protocol]
     gpu = GPUS[assumptions.gpu]
 
     # The dry run is a separate process: build the models on the meta device meanwhile.
@@ -363,8 +368,10 @@ def plan_study(
         if dag is not None:
             jobs = dag.result()
 
-    instruct_samples, instruct_image_fraction = instruct_samples_and_image_fraction(
-        params.instruct_data[study.instruct]
+    instruct_samples, instruct_image_fraction = (
+        (0, 1.0)
+        if study.published
+        else instruct_samples_and_image_fraction(params.instruct_data[study.instruct])
     )
     eval_samples, unknown_tasks = benchmark_samples(params, study)
     classify = _classify(study)
@@ -385,7 +392,7 @@ def plan_study(
                     * (GPUS["a100"].memory_bandwidth / gpu.memory_bandwidth)
                     / 3600
                 )
-            else:
+            elif protocol is not None:
                 hyper = protocol.stage(stage)
                 if stage == 1:
                     samples, fraction = pretrain_samples(params.pretrain_data[exp.pretrain]), 1.0
@@ -485,7 +492,7 @@ def render_table(plan: Plan) -> str:
     other = sorted({j.rule for j in plan.jobs if j.kind == "other"})
     lines += [
         "",
-        f"'other' jobs ({', '.join(other) or 'none'}) are data, initial models and the report: not priced.",
+        f"'other' jobs ({', '.join(other) or 'none'}) are not priced (data, initial models, imports, the report).",
         f"Estimates, not measurements: mean text tokens {a.stage1_text_tokens:g} (stage 1) and "
         f"{a.stage2_text_tokens:g} (stage 2) per sample; evaluation at {a.eval_sample_seconds:g} A100-s per "
         "sample for a 7B model. See `llava-more plan --help`.",

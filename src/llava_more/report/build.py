@@ -8,6 +8,7 @@ product only once it is complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,9 @@ from pathlib import Path
 from llava_more.config.claims import study_rows
 from llava_more.errors import UserError
 from llava_more.eval.benchmarks import columns_of
+from llava_more.outputs import atomic_dir, write_text_atomic
 from llava_more.report.bootstrap import DEFAULT_REPLICATES, Bootstrap
+from llava_more.report.calibration import build_calibration
 from llava_more.report.figures import write_figures
 from llava_more.report.findings import as_json as findings_json
 from llava_more.report.findings import check_claims
@@ -100,17 +103,18 @@ def write_report(
     seed: int = 0,
 ) -> ReportPaths:
     """Write the report of ``study`` (``config.Study``). ``scores_dir`` None renders the tables from
-    the reference alone (the paper's numbers in the study's layout, before any training)."""
+    the reference alone (the paper's numbers in the study's layout, before any training).
+
+    The tables and figures are made in staging folders and every file is renamed into place only
+    once all of it is complete (``llava_more.outputs``), so a failed report leaves the last one as
+    it was. A published study with a reference also gets its calibration view among the tables.
+    """
     reference = PaperResults(reference_csv) if reference_csv else None
     if scores_dir is None and reference is None:
         raise UserError("report: without scores (--reference-only) the tables need --reference")
     runs = collect_scores(scores_dir, study) if scores_dir is not None else []
     results = StudyResults(runs, Bootstrap(replicates, seed))
     views = study_tables(study, results, reference)
-    out = ReportPaths()
-
-    for view in views:
-        out.tables[view.name] = write_table(view, Path(tables_dir))
     findings = check_claims(
         study.findings,
         results,
@@ -119,22 +123,36 @@ def write_report(
         rows=study_rows(study.experiments, study.eval_untrained),
         columns=tuple(columns_of(list(study.benchmarks))),
     )
-    with_paper = any(v.with_paper for v in views)
-    if findings_path is not None:
-        out.findings = Path(findings_path)
-        out.findings.parent.mkdir(parents=True, exist_ok=True)
-        out.findings.write_text(findings_markdown(findings, study.name, with_paper), encoding="utf-8")
-        out.findings.with_suffix(".json").write_text(
-            json.dumps(findings_json(findings, study.name), indent=1) + "\n", encoding="utf-8"
-        )
-    if figures_dir is not None:
-        out.figures = write_figures(results, views, figures_dir)
-    if html_path is not None:
-        seeds = max((len(r) for r in results.rows.values()), default=0)
-        about = (
-            f"{len(results.rows)} evaluated rows"
-            + (f", up to {seeds} training seeds each" if seeds > 1 else "")
-            + f"; intervals from {replicates} bootstrap replicates (seed {seed})."
-        )
-        out.html = write_html(html_path, study.name, views, findings, out.figures, about=about)
+    out = ReportPaths()
+    with contextlib.ExitStack() as stack:
+        tables_stage = stack.enter_context(atomic_dir(tables_dir))
+        for view in views:
+            out.tables[view.name] = write_table(view, tables_stage)
+        if study.published and reference_csv is not None:
+            out.tables["calibration"] = build_calibration(runs, reference_csv, tables_stage)
+        figures_stage = stack.enter_context(atomic_dir(figures_dir)) if figures_dir is not None else None
+        staged_figures = write_figures(results, views, figures_stage) if figures_stage is not None else []
+        if findings_path is not None:
+            with_paper = any(v.with_paper for v in views)
+            out.findings = Path(findings_path)
+            write_text_atomic(out.findings, findings_markdown(findings, study.name, with_paper))
+            write_text_atomic(
+                out.findings.with_suffix(".json"),
+                json.dumps(findings_json(findings, study.name), indent=1) + "\n",
+            )
+        if html_path is not None:
+            seeds = max((len(r) for r in results.rows.values()), default=0)
+            about = (
+                f"{len(results.rows)} evaluated rows"
+                + (f", up to {seeds} training seeds each" if seeds > 1 else "")
+                + f"; intervals from {replicates} bootstrap replicates (seed {seed})."
+            )
+            out.html = write_html(html_path, study.name, views, findings, staged_figures, about=about)
+        # Where the staged files will be once the folders are moved into place.
+        out.tables = {
+            name: {kind: Path(tables_dir) / p.relative_to(tables_stage) for kind, p in paths.items()}
+            for name, paths in out.tables.items()
+        }
+        if figures_stage is not None:
+            out.figures = [Path(figures_dir) / p.relative_to(figures_stage) for p in staged_figures]
     return out

@@ -1,7 +1,8 @@
 """``llava-more report``: a study's tables (Markdown, CSV, LaTeX), findings, figures and report.html.
 
 Scores are read from ``<scores-dir>/stage2/<experiment>/scores.json`` (and ``stage1/...`` for
-studies with ``eval_untrained``), the layout of ``llava_more.paths.scores``. The last lines printed
+studies with ``eval_untrained``), the layout of ``llava_more.paths.scores``. A published study with
+a reference CSV also gets its calibration view (``report/calibration.py``). The last lines printed
 say where each product is.
 """
 
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
+from llava_more.outputs import check_outputs
 from llava_more.report.bootstrap import DEFAULT_REPLICATES
 
 
@@ -20,6 +23,16 @@ def _report(args: argparse.Namespace) -> int:
 
     if not args.reference_only and not args.scores_dir:
         raise UserError("report: --scores-dir is required (or --reference-only with --reference)")
+    findings_json = str(Path(args.findings).with_suffix(".json")) if args.findings else None
+    check_outputs(
+        {"--params": args.params, "--scores-dir": args.scores_dir, "--reference": args.reference},
+        {
+            "--out": args.out,
+            "--plots": args.plots,
+            "--findings": [args.findings, findings_json],
+            "--html": args.html,
+        },
+    )
 
     study = load_params(args.params).study(args.study)
     paths = write_report(

@@ -11,6 +11,7 @@ import base64
 from html import escape
 from pathlib import Path
 
+from llava_more.outputs import write_text_atomic
 from llava_more.report.findings import FAILS, HOLDS, NOISE, Finding, row_label, summary
 from llava_more.report.formats import cell_parts, difference_text, number
 from llava_more.report.layout import COLUMN_GROUPS, column_label
@@ -175,6 +176,5 @@ def write_html(
         "</body></html>",
     ]
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(p for p in parts if p) + "\n", encoding="utf-8")
+    write_text_atomic(path, "\n".join(p for p in parts if p) + "\n")
     return path

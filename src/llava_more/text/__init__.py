@@ -16,6 +16,7 @@ from llava_more.text.encode import (
 from llava_more.text.templates import (
     IMAGE_TOKEN,
     NO_SYSTEM_SUFFIX,
+    ORIGINAL_SUFFIX,
     TEMPLATE_IDS,
     ChatTemplate,
     get_template,
@@ -27,6 +28,7 @@ __all__ = [
     "IGNORE_INDEX",
     "IMAGE_TOKEN",
     "NO_SYSTEM_SUFFIX",
+    "ORIGINAL_SUFFIX",
     "TEMPLATE_IDS",
     "ChatTemplate",
     "RenderedConversation",

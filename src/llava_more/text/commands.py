@@ -35,10 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def make_tokenizer(args: argparse.Namespace) -> int:
     # Imported here: the tokenizer stack pulls in torch, and every other command would pay for it.
+    from llava_more.outputs import atomic_dir, check_outputs
     from llava_more.text.corpus import read_corpus
     from llava_more.text.tokenizer import train_demo_tokenizer
 
+    check_outputs({"--texts": args.texts}, {"--out": args.out})
     texts = read_corpus(args.texts)
-    tokenizer = train_demo_tokenizer(texts, args.out, args.vocab_size)
+    with atomic_dir(args.out, signature="tokenizer.json") as staging:
+        tokenizer = train_demo_tokenizer(texts, staging, args.vocab_size)
     log.info("trained a %d-token tokenizer on %d texts into %s", len(tokenizer), len(texts), args.out)
     return 0

@@ -9,6 +9,10 @@ is self-contained.
 Every template id also exists without its default system prompt, as ``<id>+no-system`` (a record's own
 system turn is still rendered). The demo study uses these: its tiny LLMs learn from scratch, and a
 constant system prompt was about a fifth of every training sequence and slowed their learning.
+
+Templates of the LLMs a published checkpoint was trained with also exist as ``<id>+original``: the same
+format with the system prompt of the checkpoint's own training code (``ORIGINAL_SYSTEM_PROMPTS``), which
+``llava-more import-model`` records in imported bundles.
 """
 
 from __future__ import annotations
@@ -209,34 +213,71 @@ TEMPLATE_IDS: tuple[str, ...] = (
 
 
 NO_SYSTEM_SUFFIX = "+no-system"
+ORIGINAL_SUFFIX = "+original"
+
+# The system prompts the published checkpoints were trained and evaluated with, verbatim (they are data
+# of those checkpoints, not prose: a model answers best to the prompt it was trained on). LLaVA-MORE's
+# Llama-3.1 and R1 checkpoints render it through their tokenizer's own chat template, which for
+# Llama-3.1 puts its knowledge-date lines first; LLaVA-1.5 (Vicuna) and LLaVA++ (Llama-3) use LLaVA's
+# Vicuna sentence; Gemma-2 has none.
+_LLAVA_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+_LLAVA_MORE_SYSTEM = (
+    "You are a helpful language and vision assistant. You are able to understand the visual content "
+    "that the user provides, and assist the user with a variety of tasks using natural language."
+)
+ORIGINAL_SYSTEM_PROMPTS: dict[str, str | None] = {
+    "llama3.1": "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n" + _LLAVA_MORE_SYSTEM,
+    "deepseek_r1": _LLAVA_MORE_SYSTEM,
+    "phi4": "You are a helpful AI assistant.",
+    "gemma2": None,
+    "vicuna_v1": _LLAVA_SYSTEM,
+    "llama3": _LLAVA_SYSTEM,
+}
 
 
 def get_template(template_id: str) -> ChatTemplate:
     """The chat template with this id (``<id>+no-system``: without its default system prompt);
     ``ConfigError`` listing the valid ids otherwise."""
-    base_id = template_id.removesuffix(NO_SYSTEM_SUFFIX)
+    for suffix in (NO_SYSTEM_SUFFIX, ORIGINAL_SUFFIX):
+        base_id = template_id.removesuffix(suffix)
+        if base_id != template_id:
+            break
+    valid = (
+        f"valid ids: {', '.join(TEMPLATE_IDS)} (each also as <id>{NO_SYSTEM_SUFFIX}; "
+        f"{', '.join(ORIGINAL_SYSTEM_PROMPTS)} also as <id>{ORIGINAL_SUFFIX})"
+    )
     try:
         template = _registry()[base_id]
     except KeyError:
-        raise ConfigError(
-            f"unknown chat template id {template_id!r}; valid ids: {', '.join(TEMPLATE_IDS)}"
-            f" (each also as <id>{NO_SYSTEM_SUFFIX})"
-        ) from None
-    return template if base_id == template_id else without_system(template)
+        raise ConfigError(f"unknown chat template id {template_id!r}; {valid}") from None
+    if base_id == template_id:
+        return template
+    if suffix == NO_SYSTEM_SUFFIX:
+        return without_system(template)
+    if base_id not in ORIGINAL_SYSTEM_PROMPTS:
+        raise ConfigError(f"chat template {template_id!r}: no published checkpoint uses {base_id!r}; {valid}")
+    return _with_default_system(template, ORIGINAL_SYSTEM_PROMPTS[base_id], template_id)
 
 
 def without_system(template: ChatTemplate) -> ChatTemplate:
     """``template`` with no default system prompt (its id gets ``NO_SYSTEM_SUFFIX``)."""
     if template.id.endswith(NO_SYSTEM_SUFFIX):
         return template
+    return _with_default_system(template, None, template.id + NO_SYSTEM_SUFFIX)
+
+
+def _with_default_system(template: ChatTemplate, system: str | None, new_id: str) -> ChatTemplate:
     header = f"{{%- set default_system = {_jinja_literal(template.default_system)} -%}}\n"
     if template.default_system is not None and header not in template.jinja:
         raise ConfigError(f"chat template {template.id!r} does not set its system prompt in a header line")
     return replace(
         template,
-        id=template.id + NO_SYSTEM_SUFFIX,
-        default_system=None,
-        jinja=template.jinja.replace(header, "{%- set default_system = none -%}\n", 1),
+        id=new_id,
+        default_system=system,
+        jinja=template.jinja.replace(header, f"{{%- set default_system = {_jinja_literal(system)} -%}}\n", 1),
     )
 
 

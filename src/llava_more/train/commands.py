@@ -8,19 +8,33 @@ running this very command in every worker.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import signal
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llava_more.errors import ConfigError, TrainingInterrupted
+from llava_more.train.signals import (
+    AGAIN_TO_ABORT,
+    PASSED_ON,
+    STOP_FILE,
+    STOP_FILE_ENV,
+    STOP_SIGNALS,
+    die_of_sigint,
+    stop_on_signals,
+)
 
 if TYPE_CHECKING:
     from llava_more.train.config import TrainConfig
     from llava_more.train.launch import LaunchPlan
 
 logger = logging.getLogger("llava_more.train")
+
+# ``llava_more.model.bundle.META_FILE``, named here so that the launching process need not import transformers.
+BUNDLE_META_FILE = "llava_more.json"
 
 
 def load_config(args: argparse.Namespace):
@@ -60,13 +74,62 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def run_forwarding_signals(command: list[str]) -> int:
-    """Run ``command``; SLURM's signals to this process go on to it (it checkpoints, we wait)."""
-    child = subprocess.Popen(command)
-    forwarded = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
-    previous = {
-        sig: signal.signal(sig, lambda signum, _frame: child.send_signal(signum)) for sig in forwarded
-    }
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every process below it (torchrun's workers run in sessions of their own)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        processes = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+
+
+def run_workers(command: list[str], stop_file: Path, *, clear: bool) -> int:
+    """Run the launch command (torchrun, or srun over several nodes) and hand stop requests to its workers.
+
+    The command runs in a session of its own with the stop signals ignored, so that neither a
+    terminal's Ctrl-C nor SLURM's signal to every process of the job reaches it: torchrun would pass
+    each on a second time (and abandon its workers, with a traceback, when one arrives while it
+    shuts them down). This process takes them instead. The first writes ``stop_file``, which the
+    workers read at their next step end (they save a checkpoint and stop; ``STOP_FILE_ENV`` tells them
+    where it is); a second SIGINT kills every worker at once and ends this process as killed by
+    SIGINT. SIGHUP and SIGQUIT go on to the command, which ends its workers. ``clear`` removes the
+    stop file of an earlier run first (the job's outermost launcher does; srun's per-node ones not).
+    """
+    if clear:
+        stop_file.unlink(missing_ok=True)
+    env = {**os.environ, STOP_FILE_ENV: str(stop_file)}
+    # Ignored signals stay ignored across exec: set so around the start of the child only.
+    inherited = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+    try:
+        child = subprocess.Popen(command, env=env, start_new_session=True)
+    finally:
+        for sig, handler in inherited.items():
+            signal.signal(sig, handler)
+
+    def on_stop(signum: int, _frame) -> None:
+        name = signal.Signals(signum).name
+        if not stop_file.exists():
+            stop_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = stop_file.with_name(f".{stop_file.name}.{os.getpid()}")
+            tmp.write_text(f"{name}\n")
+            os.replace(tmp, stop_file)
+            hint = f" ({AGAIN_TO_ABORT})" if signum == signal.SIGINT else ""
+            logger.warning(
+                "%s received: the workers save a checkpoint at their next step, then stop%s", name, hint
+            )
+        elif signum == signal.SIGINT:
+            logger.warning("%s again: stopping the workers now, without a checkpoint", name)
+            _kill_tree(child.pid)  # not child.wait(): the interrupted wait below holds its lock
+            die_of_sigint()
+
+    handlers = {sig: on_stop for sig in STOP_SIGNALS}
+    handlers.update({sig: lambda signum, _frame: child.send_signal(signum) for sig in PASSED_ON})
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
     try:
         return child.wait()
     finally:
@@ -75,49 +138,80 @@ def run_forwarding_signals(command: list[str]) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import os
-
     from llava_more.device import resolve_device
-    from llava_more.train.launch import plan_launch, visible_accelerators
+    from llava_more.outputs import check_outputs, check_replaceable
+    from llava_more.train.checkpoints import fingerprint, reuse_finished
+    from llava_more.train.launch import is_launched
     from llava_more.train.work_lock import exclusive_work_dir
 
+    check_outputs(
+        {"--init": args.init, "--data": args.data, "--image-root": args.image_root, "--params": args.params},
+        {"--out": args.out, "--work-dir": args.work_dir},
+    )
+    check_replaceable(args.out, BUNDLE_META_FILE)  # now, not after hours of training
     cfg = load_config(args)
-    resolve_device(purpose=f"stage-{args.stage} training", log="RANK" not in os.environ)
-    plan = plan_launch(
+    if is_launched(os.environ):  # a torchrun worker or one node's task: the outermost process holds the lock
+        return _run_stage(args, cfg, _plan(args, cfg), outermost=False)
+    with exclusive_work_dir(args.work_dir) as waited:
+        if waited and Path(args.out).exists():
+            logger.info("%s was written by the run this one waited for; nothing left to do", args.out)
+            return 0
+        # Before anything heavy starts: a rerun of a finished run takes seconds.
+        expected = fingerprint(args.stage, cfg, Path(args.data), Path(args.init))
+        if reuse_finished(Path(args.work_dir), Path(args.out), expected):
+            return 0
+        # A job given GPUs that torch cannot use stops here, before any worker starts.
+        resolve_device(purpose=f"stage-{args.stage} training")
+        return _run_stage(args, cfg, _plan(args, cfg), outermost=True)
+
+
+def _plan(args: argparse.Namespace, cfg: TrainConfig) -> LaunchPlan:
+    from llava_more.train.launch import plan_launch, visible_accelerators
+
+    return plan_launch(
         worker_argv(args),
         os.environ,
         local_devices=visible_accelerators(),
         needs_process_group=cfg.deepspeed != "none",
         nproc_per_node=args.nproc_per_node,
     )
-    if plan.mode == "worker" or (plan.mode == "torchrun" and plan.nnodes > 1):
-        # started by torchrun, or one node's torchrun under srun: the job's outermost process holds the lock
-        return _run_stage(args, cfg, plan)
-    with exclusive_work_dir(args.work_dir) as waited:
-        if waited and Path(args.out).exists():
-            logger.info("%s was written by the run this one waited for; nothing left to do", args.out)
-            return 0
-        return _run_stage(args, cfg, plan)
 
 
-def _run_stage(args: argparse.Namespace, cfg: TrainConfig, plan: LaunchPlan) -> int:
-    from llava_more.train.trainer import INTERRUPTED_MARKER, train_stage
+def _run_stage(args: argparse.Namespace, cfg: TrainConfig, plan: LaunchPlan, *, outermost: bool) -> int:
+    if plan.command is None:  # this process trains: alone, or as one of torchrun's workers
+        # Handlers first (the imports below take seconds): a stop asked for meanwhile is kept.
+        with stop_on_signals():
+            from llava_more.train.trainer import train_stage
 
-    if plan.command is None:
-        train_stage(args.stage, args.init, args.data, args.image_root, args.out, args.work_dir, cfg)
+            try:
+                train_stage(args.stage, args.init, args.data, args.image_root, args.out, args.work_dir, cfg)
+            except TrainingInterrupted:
+                if plan.mode != "worker" or STOP_FILE_ENV not in os.environ:
+                    raise
+                # The launcher reports the stop (exit 75); torchrun would call a non-zero exit a failure.
+                return 0
         return 0
+
+    from llava_more.train.checkpoints import INTERRUPTED_MARKER
+
+    work_dir = Path(args.work_dir)
     logger.info("launching %s: %s", plan.description, " ".join(plan.command))
-    marker = Path(args.work_dir) / INTERRUPTED_MARKER
-    marker.unlink(missing_ok=True)  # only a stop of *these* workers may turn into exit 75
-    returncode = run_forwarding_signals(plan.command)
+    marker = work_dir / INTERRUPTED_MARKER
+    if outermost:
+        marker.unlink(missing_ok=True)  # only a stop of *these* workers may turn into exit 75
+    returncode = run_workers(plan.command, work_dir / STOP_FILE, clear=outermost)
     if marker.is_file():
-        raise TrainingInterrupted(f"workers stopped on a signal ({marker.read_text().strip()})")
+        if not outermost:
+            return 0  # srun's per-node task: the job's outermost launcher reports the stop
+        raise TrainingInterrupted(
+            f"stopped on {marker.read_text().strip()}; checkpoint saved in {work_dir}, the next start resumes from it"
+        )
     return returncode
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "train", help="train one LLaVA stage (resumable; exit 75 after a SIGTERM/SIGUSR1 checkpoint)"
+        "train", help="train one LLaVA stage (resumable; exit 75 after a SIGTERM/SIGUSR1/SIGINT checkpoint)"
     )
     p.add_argument("--stage", type=int, choices=(1, 2), required=True)
     p.add_argument("--init", required=True, help="model bundle to start from (init model, or stage-1 output)")

@@ -10,8 +10,10 @@ what that means:
   ``llava-more train`` command, and each task (which then sees its ``SLURM_NODEID``) starts
   ``torchrun --nnodes N --node-rank $SLURM_NODEID --master-addr <first host of SLURM_JOB_NODELIST>``.
 
-Processes started by torchrun carry ``RANK`` and train directly. The torchrun command forwards
-SLURM's warning signals (SIGTERM, SIGUSR1) to the workers and gives them time to checkpoint.
+Processes started by torchrun carry ``RANK`` and train directly. Stop requests (SIGTERM, SIGUSR1,
+Ctrl-C) do not travel through torchrun: the launching process takes them and hands them to the
+workers through a file (``commands.run_workers``). torchrun itself only ends its workers on a
+hang-up or quit signal, giving them time to finish before it kills them.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from dataclasses import dataclass
 
 from llava_more.errors import UserError
 
-# Seconds torchrun waits for workers to write their interruption checkpoint before SIGKILL.
+# Seconds torchrun waits for its workers to end (a hang-up, a failed rank) before SIGKILL.
 SHUTDOWN_GRACE_S = 900
-FORWARDED_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+# The signals torchrun handles itself: the stop signals reach it ignored (commands.run_workers).
+TORCHRUN_SIGNALS = "SIGHUP,SIGQUIT"
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,26 @@ def rendezvous_port(env: Mapping[str, str], base: int = 29500) -> int:
     return base + int(job) % 20000 if job.isdigit() else base
 
 
+def slurm_nodes(env: Mapping[str, str]) -> int:
+    """Nodes of this SLURM job (1 outside SLURM)."""
+    if "SLURM_JOB_ID" not in env or "SLURM_JOB_NODELIST" not in env:
+        return 1
+    return int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1)
+
+
+def is_node_task(env: Mapping[str, str]) -> bool:
+    """Whether this is srun's task on one node of a multi-node job (SLURM_STEP_NUM_TASKS exists only
+    inside srun)."""
+    nnodes = slurm_nodes(env)
+    return nnodes > 1 and env.get("SLURM_STEP_NUM_TASKS") == str(nnodes) and "SLURM_NODEID" in env
+
+
+def is_launched(env: Mapping[str, str]) -> bool:
+    """Whether a launch command started this process (a torchrun worker, or srun's task on a node),
+    as opposed to the job's outermost ``llava-more train``."""
+    return ("RANK" in env and "WORLD_SIZE" in env) or is_node_task(env)
+
+
 def plan_launch(
     cli_args: Sequence[str],
     env: Mapping[str, str],
@@ -102,7 +125,7 @@ def plan_launch(
         return LaunchPlan("worker", 1, world, None, f"worker rank {env['RANK']} of {world}")
 
     in_slurm = "SLURM_JOB_ID" in env and "SLURM_JOB_NODELIST" in env
-    nnodes = int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1) if in_slurm else 1
+    nnodes = slurm_nodes(env)
     gpus = slurm_gpus_per_node(env) if in_slurm else None
     nproc = nproc_per_node or gpus or local_devices or 1
     if nnodes == 1 and nproc == 1 and not needs_process_group:
@@ -112,7 +135,7 @@ def plan_launch(
     torchrun = [
         python, "-m", "torch.distributed.run",
         f"--nproc-per-node={nproc}",
-        f"--signals-to-handle={FORWARDED_SIGNALS}",
+        f"--signals-to-handle={TORCHRUN_SIGNALS}",
         f"--shutdown-timeout={SHUTDOWN_GRACE_S}",
     ]  # fmt: skip
     if nnodes == 1:
@@ -120,7 +143,7 @@ def plan_launch(
         return LaunchPlan("torchrun", 1, nproc, command, f"torchrun: 1 node x {nproc} process(es)")
 
     # Several nodes: one task per node must exist first. SLURM_STEP_NUM_TASKS is set only inside srun.
-    in_step_per_node = env.get("SLURM_STEP_NUM_TASKS") == str(nnodes) and "SLURM_NODEID" in env
+    in_step_per_node = is_node_task(env)
     master = expand_nodelist(env["SLURM_JOB_NODELIST"])[0]
     if not in_step_per_node:
         command = [

@@ -3,7 +3,10 @@
 Stage 1 trains the projector (template ``plain``), stage 2 the projector and the LLM (the LLM's chat
 template; optionally LoRA); the vision tower never trains. Checkpoints go to ``work_dir`` (which
 outlives failed Snakemake jobs) and the run resumes from the newest complete one; the finished
-model is exported once, atomically, to ``out_dir``.
+model is exported once into ``work_dir``, kept there, and placed at ``out_dir`` atomically by hard
+links (``checkpoints.py``), so a rerun of the same run after its output was deleted trains nothing.
+Every step holds the same samples on any number of devices (``sampler.py``), and a stop request
+(SIGTERM, SIGUSR1, Ctrl-C: ``signals.py``) checkpoints at the next step.
 
 Exactness: the Trainer restores model, optimizer, scheduler and RNG states and skips the batches a
 checkpoint already consumed; the sampler's order depends only on (seed, epoch). A run killed at any
@@ -13,8 +16,6 @@ point and resumed ends with the same weights, bit for bit, as an uninterrupted o
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import math
 import os
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PrinterCallback, Trainer, TrainingArguments
+from transformers import PreTrainedModel, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.utils import logging as hf_logging
 
@@ -32,11 +33,19 @@ from llava_more.device import resolve_device
 from llava_more.errors import ConfigError, TrainingInterrupted, UserError
 from llava_more.model.varlen_attention import restore_attention, use_varlen_attention
 from llava_more.train.checkpoints import (
-    CompleteCheckpoints,
+    FINAL_DIR,
+    INTERRUPTED_MARKER,
     checkpoint_dirs,
     find_resume_checkpoint,
+    fingerprint,
+    fingerprint_changes,
+    keep_export,
+    mark_complete,
+    place_export,
     read_marker,
     remove_unusable,
+    reuse_finished,
+    rotate,
 )
 from llava_more.train.config import BatchSplit, TrainConfig, split_batch
 from llava_more.train.dataset import LlavaCollator, LlavaTrainDataset
@@ -44,49 +53,28 @@ from llava_more.train.deepspeed import deepspeed_config
 from llava_more.train.fused_loss import chunk_rows_for, restore_plain_loss, use_fused_loss
 from llava_more.train.packing import PackedCollator, training_inputs
 from llava_more.train.progress import PlainLogLines, stdout_is_terminal, tensorboard_callback
-from llava_more.train.sampler import SeededGroupedSampler, TokenBudgetBatches
-from llava_more.train.signals import CheckpointOnSignal, StopRequest, stop_on_signals
+from llava_more.train.sampler import FixedSizeBatches, StepBatches, TokenBudgetBatches
+from llava_more.train.signals import STOP_FILE_ENV, StopRequest, stop_on_signals
 
 logger = logging.getLogger("llava_more.train")
 
-INTERRUPTED_MARKER = "INTERRUPTED"
 STAGE1_TEMPLATE = "plain"
 ONE_ROW = 1 << 40  # a packed-row budget no micro-batch reaches
-# Fields that do not change what a step computes: a checkpoint written with other values still
-# resumes (an out-of-memory stage, say, can be resumed with fused_loss switched on).
-RUN_ONLY_FIELDS = ("num_workers", "keep_checkpoints", "logging_steps", "save_every_steps", "fused_loss")
 
 
 class LlavaTrainer(Trainer):
-    """The HF Trainer with our seeded (optionally modality/length-grouped) sampler and a samples/s log."""
+    """The HF Trainer with our step batches (``train/sampler.py``) and a samples/s log."""
 
-    def __init__(
-        self,
-        *args: Any,
-        global_batch: int,
-        group_by_length: bool,
-        token_batches: TokenBudgetBatches | None = None,
-        **kwargs: Any,
-    ):
+    def __init__(self, *args: Any, global_batch: int, batches: StepBatches, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.global_batch = global_batch
-        self.group_by_length = group_by_length
-        self.token_batches = token_batches
+        self.batches = batches
         self._throughput_mark: tuple[float, int] | None = None
-        self._train_sampler: SeededGroupedSampler | TokenBudgetBatches | None = None
 
-    def _get_train_sampler(self, train_dataset=None) -> SeededGroupedSampler | TokenBudgetBatches:
-        if self.token_batches is not None:  # a batch sampler (token budget), made before the Trainer
-            self._train_sampler = self.token_batches
-            return self._train_sampler
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
-        self._train_sampler = SeededGroupedSampler(
-            dataset.lengths,
-            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
-            group_by_length=self.group_by_length,
-            group_size=self.global_batch,
-        )
-        return self._train_sampler
+    def _get_train_sampler(self, train_dataset=None) -> StepBatches:
+        # A batch sampler that already yields only this rank's micro-batches (the Trainer then keeps
+        # accelerate from sharding it again, and from padding a short last step with repeats).
+        return self.batches
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # The LM head (a vocabulary-wide matmul, then log-softmax) runs only where a supervised token
@@ -96,7 +84,7 @@ class LlavaTrainer(Trainer):
     def _run_epoch(self, *args: Any, **kwargs: Any) -> None:
         # The Trainer's set_epoch does not reach the sampler through accelerate's skip + shard wrappers
         # (multi-process resume mid-epoch): the resumed epoch would replay epoch 0's order.
-        self._train_sampler.set_epoch(kwargs["epoch"])
+        self.batches.set_epoch(kwargs["epoch"])
         return super()._run_epoch(*args, **kwargs)
 
     # transformers 5.23: save_pretrained writes LLaVA checkpoints in the original key layout
@@ -187,24 +175,6 @@ def training_arguments(cfg: TrainConfig, work_dir: Path, split: BatchSplit) -> T
     )
 
 
-def _file_identity(path: Path) -> list[int]:
-    stat = path.stat()
-    return [stat.st_size, stat.st_mtime_ns]
-
-
-def fingerprint(stage: int, cfg: TrainConfig, data_json: Path, init_dir: Path) -> dict[str, Any]:
-    """What a checkpoint must share with this run to be resumed by it: stage, recipe, data file and
-    initial weights (a rerun of stage 1 makes stage 2's old checkpoints stale)."""
-    recipe = {k: v for k, v in cfg.flat().items() if k not in RUN_ONLY_FIELDS}
-    data = {"path": str(data_json.resolve()), "file": _file_identity(data_json)}
-    init = {
-        "path": str(init_dir.resolve()),
-        "files": {p.name: _file_identity(p) for p in sorted(init_dir.glob("*.safetensors"))},
-    }
-    digest = hashlib.sha256(json.dumps([stage, recipe, data, init], sort_keys=True).encode())
-    return {"stage": stage, "recipe": recipe, "data": data, "init": init, "digest": digest.hexdigest()[:16]}
-
-
 def choose_checkpoint(work_dir: Path, expected: dict[str, Any], is_main: bool) -> Path | None:
     """The newest complete checkpoint of this very run, or None to start from the initial model.
 
@@ -215,13 +185,7 @@ def choose_checkpoint(work_dir: Path, expected: dict[str, Any], is_main: bool) -
     if checkpoint is not None:
         written = read_marker(checkpoint).get("fingerprint", {})
         if written.get("digest") != expected["digest"]:
-            changed = [
-                key for key in ("stage", "recipe", "data", "init") if written.get(key) != expected.get(key)
-            ]
-            changed += sorted(
-                f"recipe.{key}" for key in set(written.get("recipe", {})) | set(expected["recipe"])
-                if written.get("recipe", {}).get(key) != expected["recipe"].get(key)
-            )  # fmt: skip
+            changed = fingerprint_changes(written, expected)
             if is_main:
                 stale = (
                     work_dir
@@ -265,29 +229,76 @@ def make_collator(cfg: TrainConfig, pad_token_id: int, placeholder: dict) -> Lla
     return LlavaCollator(pad_token_id=pad_token_id, placeholder=placeholder)
 
 
-def token_budget_batches(
-    cfg: TrainConfig, lengths: list[int], world_size: int, rank: int
-) -> TokenBudgetBatches:
-    """The run's token-budget micro-batches, sized over every epoch the run can reach."""
+def step_batches(
+    cfg: TrainConfig, lengths: list[int], split: BatchSplit, world_size: int, rank: int
+) -> StepBatches:
+    """This rank's micro-batches of every step (token-budget or fixed-size), planned over every
+    epoch the run can reach."""
     steps_per_epoch = math.ceil(len(lengths) / cfg.global_batch)
     epochs = math.ceil(cfg.epochs)
     if cfg.max_steps:
         epochs = max(epochs, math.ceil(cfg.max_steps / steps_per_epoch))
-    return TokenBudgetBatches(
-        lengths,
-        seed=cfg.seed,
-        group_by_length=cfg.group_by_length,
-        global_batch=cfg.global_batch,
-        micro_tokens=cfg.micro_tokens,
-        world_size=world_size,
-        rank=rank,
-        epochs=epochs,
-    )
+    common = dict(
+        seed=cfg.seed, group_by_length=cfg.group_by_length, global_batch=cfg.global_batch,
+        world_size=world_size, rank=rank, epochs=epochs,
+    )  # fmt: skip
+    if cfg.micro_tokens:
+        return TokenBudgetBatches(lengths, micro_tokens=cfg.micro_tokens, **common)
+    return FixedSizeBatches(lengths, per_device=split.per_device, **common)
 
 
 def _barrier() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
+
+
+# ---------------------------------------------------------------------------- callbacks
+
+
+class CompleteCheckpoints(TrainerCallback):
+    """After the Trainer saved ``checkpoint-<step>``: wait for all ranks, mark it complete, rotate."""
+
+    def __init__(self, work_dir: str | Path, keep: int, info: dict[str, Any]):
+        self.work_dir = Path(work_dir)
+        self.keep = keep
+        self.info = info
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = self.work_dir / f"checkpoint-{state.global_step}"
+        _barrier()  # every rank has written its RNG state / DeepSpeed shard
+        if state.is_world_process_zero:
+            mark_complete(folder, {**self.info, "global_step": state.global_step})
+            rotate(self.work_dir, self.keep)
+            logger.info("checkpoint %s complete", folder)
+        _barrier()  # nobody runs ahead into a folder that is being rotated
+        return control
+
+
+class CheckpointOnStop(TrainerCallback):
+    """At each optimizer step end: if any rank was asked to stop, save and stop training."""
+
+    def __init__(self, request: StopRequest):
+        self.request = request
+        self.stopped_at_step: int | None = None
+        stop_file = os.environ.get(STOP_FILE_ENV)
+        self.stop_file = Path(stop_file) if stop_file else None
+
+    def _any_rank_requested(self, device: torch.device) -> bool:
+        if self.stop_file is not None and self.request.signal_name is None and self.stop_file.is_file():
+            self.request.set_from_file(self.stop_file)
+        flag = torch.tensor([1.0 if self.request.signal_name else 0.0], device=device)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._any_rank_requested(args.device):
+            if self.request.signal_name is None:
+                self.request.signal_name = "a stop signal on another rank"
+            control.should_save = True
+            control.should_training_stop = True
+            self.stopped_at_step = state.global_step
+        return control
 
 
 # ---------------------------------------------------------------------------- export
@@ -317,7 +328,6 @@ def export_bundle(trainer: Trainer, bundle: Any, out_dir: Path) -> None:
                 # as for a model that was built rather than loaded.
                 final._weight_conversions = None
             save_bundle(out_dir, final, bundle.tokenizer, bundle.image_processor, bundle.meta)
-            logger.info("exported the stage's model to %s", out_dir)
     _barrier()
 
 
@@ -335,8 +345,10 @@ def train_stage(
 ) -> None:
     """Train one stage from the bundle ``init_dir`` and export the result to ``out_dir``.
 
-    Resumes from the newest complete checkpoint in ``work_dir``. On SIGTERM/SIGUSR1 it saves a
-    checkpoint at the next optimizer step and raises ``TrainingInterrupted`` (the CLI exits 75).
+    Resumes from the newest complete checkpoint in ``work_dir``; when ``work_dir`` keeps the finished
+    model of this very run (same fingerprint), places it at ``out_dir`` without training. On SIGTERM,
+    SIGUSR1 or SIGINT it saves a checkpoint at the next optimizer step and raises
+    ``TrainingInterrupted`` (the CLI exits 75); a second SIGINT ends the process at once.
     """
     from llava_more.data import LlavaJsonDataset
     from llava_more.model import load_bundle
@@ -349,9 +361,12 @@ def train_stage(
 
     if not stdout_is_terminal():  # SLURM logs: no progress bars for loading and saving weights
         hf_logging.disable_progress_bar()
-    request = StopRequest()
-    with stop_on_signals(request):
+    with stop_on_signals() as request:
         world_size = world_size_from_env()
+        expected = fingerprint(stage, cfg, data_json, init_dir)
+        # A launcher has looked for the kept export before it started the workers.
+        if world_size == 1 and reuse_finished(work_dir, out_dir, expected):
+            return
         split = split_batch(cfg.global_batch, cfg.per_device_batch, world_size)
         args = training_arguments(cfg, work_dir, split)  # also sets up the process group
         if cfg.deepspeed != "none":
@@ -375,7 +390,6 @@ def train_stage(
                 f"{init_dir}: the bundle's tokenizer has no pad token; rebuild it with apply_template()"
             )
 
-        expected = fingerprint(stage, cfg, data_json, init_dir)
         with args.main_process_first(desc="dataset scan and checkpoint choice"):
             dataset = LlavaTrainDataset(
                 LlavaJsonDataset(data_json, image_root),
@@ -388,10 +402,9 @@ def train_stage(
                 cache_dir=work_dir,
             )
             resume = choose_checkpoint(work_dir, expected, is_main)
-        token_batches = None
+        batches = step_batches(cfg, dataset.lengths, split, world_size, args.process_index)
         if cfg.micro_tokens:
-            token_batches = token_budget_batches(cfg, dataset.lengths, world_size, args.process_index)
-            accumulation = token_batches.grad_accum
+            accumulation = batches.grad_accum
             # Accumulation is fixed by the data: the arguments are rebuilt so that DeepSpeed's
             # configuration (filled from them) agrees with what the trainer does. The per-device
             # batch there is nominal; the token budget decides each micro-batch's samples.
@@ -403,6 +416,8 @@ def train_stage(
                     "the token budget of %d (%.1f samples on average)", stage, cfg.global_batch, accumulation,
                     world_size, cfg.micro_tokens, cfg.global_batch / (world_size * accumulation),
                 )  # fmt: skip
+        if is_main:
+            logger.info("stage %d: %s", stage, batches.describe())
         if is_main:
             logger.info("%d training samples (%s, template %s)", len(dataset), data_json, template)
             logger.info("resuming from %s" if resume else "starting from %s", resume or init_dir)
@@ -423,7 +438,7 @@ def train_stage(
                     "LM head and loss: fused, chunked (%d positions per chunk)",
                     chunk_rows_for(bundle.model.config.get_text_config().vocab_size),
                 )
-        on_signal = CheckpointOnSignal(request)
+        on_signal = CheckpointOnStop(request)
         callbacks = [
             CompleteCheckpoints(work_dir, cfg.keep_checkpoints, {"fingerprint": expected}),
             on_signal,
@@ -436,8 +451,7 @@ def train_stage(
             data_collator=collator,
             callbacks=callbacks,
             global_batch=cfg.global_batch,
-            group_by_length=cfg.group_by_length,
-            token_batches=token_batches,
+            batches=batches,
         )
         if not stdout_is_terminal():
             trainer.remove_callback(PrinterCallback)
@@ -458,8 +472,11 @@ def train_stage(
             )
         restore_attention(bundle.model, replaced_attention)
         restore_plain_loss(bundle.model)
-        export_bundle(trainer, bundle, out_dir)
+        staged = work_dir / f"{FINAL_DIR}.new"
+        export_bundle(trainer, bundle, staged)
         if is_main:
-            # The exported bundle is the result; a later rerun must train again rather than resume it.
+            place_export(keep_export(staged, work_dir, expected), out_dir)
+            logger.info("the stage's model is at %s (kept in %s for a rerun)", out_dir, work_dir / FINAL_DIR)
+            # The kept export serves a rerun of this run from now on; the checkpoints are done with.
             for _, folder in checkpoint_dirs(work_dir):
                 shutil.rmtree(folder, ignore_errors=True)

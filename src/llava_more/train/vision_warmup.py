@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import shutil
 import time
 from pathlib import Path
 
@@ -27,10 +26,12 @@ from torch import nn
 
 from llava_more.data import demo_world as world
 from llava_more.model import get_vision
+from llava_more.outputs import atomic_dir, check_replaceable
 
 log = logging.getLogger(__name__)
 
 RENDER_SIZE = 96  # the demo data's image size
+REPORT_FILE = "warmup.json"  # written beside the encoder: what the warm-up did
 
 
 def _patch_cells(processor, grid: int) -> torch.Tensor:
@@ -44,7 +45,9 @@ def _patch_cells(processor, grid: int) -> torch.Tensor:
     offset = (resized - crop) / 2
     patch = crop / grid
     centres = [(i + 0.5) * patch + offset for i in range(grid)]
-    cell = [min(world.GRID - 1, int(c * RENDER_SIZE / resized // (RENDER_SIZE / world.GRID))) for c in centres]
+    cell = [
+        min(world.GRID - 1, int(c * RENDER_SIZE / resized // (RENDER_SIZE / world.GRID))) for c in centres
+    ]
     return torch.tensor([cell[r] * world.GRID + cell[c] for r in range(grid) for c in range(grid)])
 
 
@@ -81,9 +84,16 @@ def _labels(scene: world.Scene) -> tuple[dict[str, torch.Tensor], dict[str, int]
 
 
 def warm_up_vision(
-    vision_id: str, out_dir: str | Path, *, steps: int = 300, batch_size: int = 64, lr: float = 2e-3, seed: int = 0
+    vision_id: str,
+    out_dir: str | Path,
+    *,
+    steps: int = 300,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    seed: int = 0,
 ) -> dict:
     """Train the tiny twin of ``vision_id`` for ``steps`` and save it (Hugging Face format) to ``out_dir``."""
+    check_replaceable(out_dir, REPORT_FILE)  # before the training, not after it
     spec = get_vision(vision_id)
     torch.manual_seed(seed)
     tower = spec.model_class(spec.config("tiny"))
@@ -105,13 +115,18 @@ def warm_up_vision(
         pixels = processor(images=[world.render_scene(s, RENDER_SIZE) for s in scenes], return_tensors="pt")
         per_cell, whole, present = zip(*(_labels(s) for s in scenes), strict=True)
         states = tower(pixels["pixel_values"], output_hidden_states=True).hidden_states[-2]
-        patches = states[:, spec.num_prefix_tokens:]
+        patches = states[:, spec.num_prefix_tokens :]
         pooled = patches.mean(1)
         loss = sum(
-            ce(heads[name](patches).flatten(0, 1), torch.stack([c[name] for c in per_cell])[:, cells].flatten())
+            ce(
+                heads[name](patches).flatten(0, 1),
+                torch.stack([c[name] for c in per_cell])[:, cells].flatten(),
+            )
             for name in CELL_HEADS
         ) + sum(ce(heads[name](pooled), torch.tensor([w[name] for w in whole])) for name in SCENE_HEADS)
-        loss = loss + nn.functional.binary_cross_entropy_with_logits(heads["present"](pooled), torch.stack(present))
+        loss = loss + nn.functional.binary_cross_entropy_with_logits(
+            heads["present"](pooled), torch.stack(present)
+        )
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -119,15 +134,18 @@ def warm_up_vision(
             history.append({"step": step, "loss": round(loss.item(), 4)})
         if step % 50 == 0 or step == steps:
             log.info("warm-up %s: step %d/%d loss %.4f", vision_id, step, steps, loss.item())
-    report = {"vision": vision_id, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-              "seconds": round(time.monotonic() - start, 1), "loss": history}
-    out = Path(out_dir)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    report = {
+        "vision": vision_id,
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "seconds": round(time.monotonic() - start, 1),
+        "loss": history,
+    }
     tower.eval()
-    tower.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    (tmp / "warmup.json").write_text(json.dumps(report, indent=1) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with atomic_dir(out_dir, signature=REPORT_FILE) as staging:
+        tower.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        (staging / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n")
     return report

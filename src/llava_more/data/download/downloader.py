@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import itertools
 import json
 import logging
@@ -87,7 +86,9 @@ def _shard_hashes(candidates: pa.Table, shard_size: int) -> list[str]:
     hashes = []
     for start in range(0, len(ids), shard_size):
         digest = hashlib.sha256()
-        for sample_id, url in zip(ids[start : start + shard_size], urls[start : start + shard_size], strict=True):
+        for sample_id, url in zip(
+            ids[start : start + shard_size], urls[start : start + shard_size], strict=True
+        ):
             digest.update(f"{sample_id}\t{url}\n".encode())
         hashes.append(digest.hexdigest())
     return hashes
@@ -188,7 +189,8 @@ def read_results(folder: Path, shard_count: int) -> list[RowResult]:
             raise DataError(f"{path}: img2dataset's result for shard {name} is missing; rerun the download")
         table = pq.read_table(path, columns=RESULT_COLUMNS).to_pylist()
         results += [
-            RowResult(int(r["rank"]), r["sample_id"], name, r["key"], r["status"], r["error_message"]) for r in table
+            RowResult(int(r["rank"]), r["sample_id"], name, r["key"], r["status"], r["error_message"])
+            for r in table
         ]
     results.sort(key=lambda r: r.rank)
     return results
@@ -222,12 +224,12 @@ def stored_images(
 
 
 def decodes(data: bytes) -> bool:
-    """Whether Pillow can fully decode the stored image (catches truncated files img2dataset kept)."""
-    from PIL import Image
+    """Whether the stored image loads as training will load it (``llava_more.data.images``): truncated
+    files img2dataset kept, unsupported modes and decompression bombs do not."""
+    from llava_more.data.images import ImageProblem, load_image_bytes
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-        return True
-    except Exception:  # noqa: BLE001 (any decoder failure means: not usable)
+        load_image_bytes(data)
+    except ImageProblem:
         return False
+    return True

@@ -13,8 +13,9 @@ import os
 import shutil
 from pathlib import Path
 
-from llava_more.data.demo_files import DATA_JSON, IMAGES_DIR, MANIFEST_JSON, dumps_json, write_bytes_atomic
+from llava_more.data.demo_files import DATA_JSON, IMAGES_DIR, MANIFEST_JSON, dumps_json
 from llava_more.errors import DataError
+from llava_more.outputs import write_bytes_atomic
 
 __all__ = [
     "DATA_JSON",
