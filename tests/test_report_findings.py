@@ -149,7 +149,7 @@ def test_stage_claims_compare_a_model_with_its_stage_1_twin():
 def test_real_studies_show_the_papers_difference_beside_ours():
     results = _results()
     (finding,) = check_claims(
-        (_claim(results, columns=["TextVQA"]),), results, PaperResults(REFERENCE_CSV), size="real"
+        (_claim(results, columns=["TextVQA"]),), results, PaperResults(REFERENCE_CSV), with_paper=True
     )
     assert [c.paper for c in finding.comparisons] == [pytest.approx(59.7 - 54.0), pytest.approx(66.7 - 60.7)]
     assert "| Paper |" in markdown([finding], "paper", with_paper=True) and "| +5.7 |" in markdown(

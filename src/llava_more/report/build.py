@@ -60,6 +60,11 @@ def collect_scores(scores_dir: str | Path, study) -> list[ExperimentScores]:
     ]
 
 
+def compares_with_paper(study) -> bool:
+    """Real-size studies reproduce the paper's rows; a published study evaluates its checkpoints."""
+    return study.size == "real" or study.published
+
+
 def study_tables(study, results: StudyResults, reference: PaperResults | None) -> list[TableView]:
     """Each of the study's tables in the paper's layout: its experiments' rows, and the stage-1
     rows of those evaluated before instruction tuning."""
@@ -68,7 +73,8 @@ def study_tables(study, results: StudyResults, reference: PaperResults | None) -
     for name, exp_ids in study.tables.items():
         members = [study.experiment(exp_id) for exp_id in exp_ids]
         keys = [_key(e) for e in members] + [_key(e, 1) for e in members if e.id in untrained]
-        views.append(build_table(table_layout(name, keys, study.size), results, reference))
+        layout = table_layout(name, keys, study.size, with_paper=compares_with_paper(study))
+        views.append(build_table(layout, results, reference))
     return views
 
 
@@ -119,7 +125,7 @@ def write_report(
         study.findings,
         results,
         reference,
-        study.size,
+        compares_with_paper(study),
         rows=study_rows(study.experiments, study.eval_untrained),
         columns=tuple(columns_of(list(study.benchmarks))),
     )

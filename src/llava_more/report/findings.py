@@ -14,8 +14,8 @@ comparisons (all: n, most: more than half, any: one):
 A comparison not evaluated yet counts as inconclusive: a claim can already hold, or already fail,
 before every row is in.
 
-For real-size studies each comparison also carries the paper's own difference, where both rows
-are published.
+With ``with_paper`` (real-size and published studies) each comparison also carries the paper's own
+difference, where both rows are published.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def check_claims(
     claims: tuple[Claim, ...],
     results: StudyResults,
     reference: PaperResults | None = None,
-    size: str = "tiny",
+    with_paper: bool = False,
     rows: list[dict] | None = None,
     columns: tuple[str, ...] | None = None,
 ) -> list[Finding]:
@@ -139,9 +139,7 @@ def check_claims(
                     diff = results.average_difference(a, b, both) if both else None
                 else:
                     diff = results.difference(a, b, column)
-                paper = (
-                    _paper_difference(reference, a, b, both or studied, column) if size == "real" else None
-                )
+                paper = _paper_difference(reference, a, b, both or studied, column) if with_paper else None
                 finding.comparisons.append(Comparison(a, b, column, diff, paper))
         findings.append(finding)
     return findings

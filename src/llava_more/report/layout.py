@@ -109,7 +109,12 @@ class PaperKey:
     s2: str | None = None
 
     def label(self) -> str:
-        return f"{self.row} ({self.group})" if self.group else self.row
+        """The row as a reader finds it: with its block in tables 2-4, whose blocks repeat row names."""
+        return (
+            f"{self.row} ({self.group})"
+            if self.group and self.table not in ("table1_llm", "readme")
+            else self.row
+        )
 
 
 @dataclass
@@ -289,9 +294,12 @@ def _label(table: str, key: RowKey, varying: tuple[str, ...]) -> str:
     return label if key.stage == 2 else f"{label} (stage 1 only)"
 
 
-def table_layout(table: str, keys: list[RowKey], size: str) -> TableLayout:
+def table_layout(table: str, keys: list[RowKey], size: str, with_paper: bool | None = None) -> TableLayout:
     """The layout of ``table`` for these rows (a study's experiments in that table, and the stage-1
-    rows evaluated for them); ``size`` is the study's (``real`` rows are matched to the paper)."""
+    rows evaluated for them); ``size`` is the study's. Rows are matched to the paper's when
+    ``with_paper`` (default: for real-size studies; a published study's tiny twin asks for it too)."""
+    if with_paper is None:
+        with_paper = size == "real"
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}")
     blocks: dict[str | None, list[RowKey]] = {}
@@ -308,7 +316,7 @@ def table_layout(table: str, keys: list[RowKey], size: str) -> TableLayout:
                 key,
                 _label(table, key, varying),
                 section=_block_of(table, key, size)[1],
-                paper=paper_row(table, key) if size == "real" else None,
+                paper=paper_row(table, key) if with_paper else None,
                 info=_info(table, key, size),
             )
             for key in members
