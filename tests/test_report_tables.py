@@ -296,6 +296,12 @@ def test_paper_study_tables_from_the_reference_alone_have_the_papers_structure(t
     assert [r["block"] for r in t1] == ["Small-Scale MLLMs"] * 3 + ["Medium-Scale MLLMs"] * 5
 
 
+def test_too_few_bootstrap_replicates_are_a_user_error(tmp_path, capsys):
+    args = ["report", "--params", str(PARAMS), "--study", "paper", "--reference-only", "--reference",
+            str(REFERENCE_CSV), "--out", str(tmp_path), "--bootstrap", "10"]  # fmt: skip
+    assert main(args) == 2 and "needs at least 100 replicates" in capsys.readouterr().err
+
+
 def test_reference_only_needs_the_reference(tmp_path, capsys):
     assert (
         main(

@@ -25,6 +25,7 @@ import numpy as np
 from llava_more.report.samples import ColumnSamples, batch_statistic
 
 DEFAULT_REPLICATES = 2000
+MIN_REPLICATES = 100
 DEFAULT_LEVEL = 0.95
 _CHUNK = 256  # replicates per matrix product (bounds the float copy of the draw counts)
 
@@ -84,7 +85,7 @@ class Bootstrap:
     """
 
     def __init__(self, replicates: int = DEFAULT_REPLICATES, seed: int = 0, level: float = DEFAULT_LEVEL):
-        if replicates < 100:
+        if replicates < MIN_REPLICATES:
             raise ValueError("at least 100 bootstrap replicates are needed for a 95% interval")
         self.n = replicates
         self.seed = seed

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from llava_more.outputs import check_outputs
-from llava_more.report.bootstrap import DEFAULT_REPLICATES
+from llava_more.report.bootstrap import DEFAULT_REPLICATES, MIN_REPLICATES
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -23,6 +23,10 @@ def _report(args: argparse.Namespace) -> int:
 
     if not args.reference_only and not args.scores_dir:
         raise UserError("report: --scores-dir is required (or --reference-only with --reference)")
+    if args.bootstrap < MIN_REPLICATES:
+        raise UserError(
+            f"report: --bootstrap {args.bootstrap}: a 95% interval needs at least {MIN_REPLICATES} replicates"
+        )
     findings_json = str(Path(args.findings).with_suffix(".json")) if args.findings else None
     check_outputs(
         {"--params": args.params, "--scores-dir": args.scores_dir, "--reference": args.reference},
