@@ -88,7 +88,8 @@ def make(ws: Path, target: str, study: str) -> subprocess.CompletedProcess:
 
 
 def git_commit(ws: Path, message: str) -> None:
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", message], ws)
+    run(["git", "add", "-A"], ws)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", message], ws)
 
 
 def edit_params(ws: Path, edit) -> str:
