@@ -14,6 +14,7 @@ import sys
 from llava_more import paths
 from llava_more.config import load_params
 from llava_more.config.lineage import job_params
+from llava_more.config.seeds import seed_option
 from llava_more.config.schema import check_benchmarks_installed
 from llava_more.errors import ConfigError
 

@@ -43,6 +43,7 @@ def test_experiment_blocks_expand_as_a_matrix_and_deduplicate():
         {"llm": "llama3.1-8b", "vision": "clip-l-336", "s2": [False, True], "pretrain": "demo-lcs"},
     ]
     raw["studies"]["demo"]["tables"] = {"table3_s2": {"llm": "llama3.1-8b", "vision": "clip-l-336"}}
+    del raw["studies"]["demo"]["findings"]  # its claims name the demo's own experiments
     study = parse(raw).study("demo")
     ids = [e.id for e in study.experiments]
     assert ids == [

@@ -205,6 +205,9 @@ def test_end_to_end_lmms_eval_run_writes_scores(evaluated):
     assert "exact_match,none" in metrics["demo_gqa"]
     assert {"pope_f1_score,none", "pope_accuracy,none"} <= set(metrics["demo_pope"])
     assert scores["n_samples"]["demo_gqa"] == {"original": 10, "effective": 6}
+    # Per-question scores for the report's intervals, each reproducing lmms-eval's own number.
+    assert set(scores["samples"]) == {"GQA", "POPE"} and scores["samples_skipped"] == {}
+    assert len(scores["samples"]["POPE"]["ids"]) == 6 and scores["samples"]["POPE"]["kind"] == "f1"
     samples = list((out / RAW_DIR).rglob("*_samples_demo_pope.jsonl"))
     assert len(samples) == 1 and len(samples[0].read_text().splitlines()) == 6
     assert (out / LOG_FILE).is_file()

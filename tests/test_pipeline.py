@@ -18,6 +18,7 @@ One scratch workspace whose `ci` study is shrunk (a few steps on a few dozen sam
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import re
 import shutil
@@ -129,9 +130,18 @@ def workspace(tmp_path_factory):
 
 @pytest.mark.slow
 def test_snakemake_runs_the_study_to_its_tables(workspace):
-    snakemake(workspace, "ci", "all")
+    done = snakemake(workspace, "ci", "all")
     table = (workspace / TABLE).read_text()
     assert EXP in table and "GQA" in table and "POPE" in table
+    # Every cell has its interval from lmms-eval's per-sample logs; findings and report.html exist.
+    rows = list(csv.DictReader(table.splitlines()))
+    assert all(float(r["GQA_low"]) <= float(r["GQA"]) <= float(r["GQA_high"]) for r in rows)
+    assert (workspace / "results/ci/findings.md").is_file()
+    assert "<table" in (workspace / "results/ci/report.html").read_text()
+    # The run ends on where the results are.
+    last = done.stderr.strip().splitlines()[-4:]
+    assert last[0] == "Results of study ci:"
+    assert last[-1].startswith("  report:   results/ci/report.html")
     for stage in (1, 2):
         scores = json.loads((workspace / f"results/ci/eval/stage{stage}/{EXP}/scores.json").read_text())
         assert set(scores["columns"]) == {"GQA", "POPE"}

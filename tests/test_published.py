@@ -21,8 +21,9 @@ from llava_more.config.published import checkpoint_of, published_bundles
 from llava_more.errors import ConfigError
 from llava_more.pipeline.plan import plan_study
 from llava_more.report.calibration import build_calibration, tolerance
-from llava_more.report.reference import PaperResults, paper_row
-from llava_more.report.tables import ExperimentScores
+from llava_more.report.layout import RowKey, paper_row
+from llava_more.report.reference import PaperResults
+from llava_more.report.scores import ExperimentScores
 from tests.original_checkpoints import save_tower, write_original_checkpoint
 from tests.workspace import BIN, ROOT, make_workspace, run
 
@@ -62,7 +63,7 @@ def test_the_published_study_holds_every_release_and_the_hub_baselines(study):
     # Every released fine-tuned model has published numbers (paper tables or the README table).
     reference = PaperResults(REFERENCE)
     for exp in study.experiments:
-        keys = [paper_row(t, exp.llm, exp.vision, exp.s2, exp.pretrain) for t in study.tables]
+        keys = [paper_row(t, RowKey(exp.llm, exp.vision, exp.s2, exp.pretrain)) for t in study.tables]
         assert any(k and reference.values(k) for k in keys), exp.id
     # The paper study's twin of each published model has the same experiment id, so the same rows.
     paper_ids = {e.id for e in load_params(ROOT / "params.yaml").study("paper").experiments}
@@ -309,11 +310,14 @@ def test_the_twin_study_runs_to_tables_with_the_calibration_view(twin):
         assert meta["source"].startswith("checkpoints/") and meta["template"].endswith("+original")
         scores = json.loads((twin / f"results/{TWIN}/eval/stage{stage}/{exp_id}/scores.json").read_text())
         assert set(scores["columns"]) == {"GQA", "POPE"}
+    # The paper's value and our delta in every cell of the released models' rows.
     table1 = (tables / "table1_llm.md").read_text()
-    assert "| ↳ paper: LLaMA-3.1-8B | 63.6 | 85.1 |" in table1
-    assert "llama3.1-8b_clip-l-336_lcs (stage 1 only)" in table1
+    llama = next(line for line in table1.splitlines() if line.startswith("| LLaMA-3.1-8B |"))
+    assert "paper 63.6, Δ " in llama and "paper 85.1, Δ " in llama
+    assert "| LLaMA-3.1-8B (stage 1 only) |" in table1
     readme = (tables / "readme.md").read_text()
-    assert "| ↳ paper: LLaVA-v1.5-gemma_2-9B-siglip2 | 65.6 | 86.1 |" in readme
+    gemma = next(line for line in readme.splitlines() if line.startswith("| LLaVA-v1.5-gemma_2-9B-siglip2 |"))
+    assert "paper 65.6, Δ " in gemma and "paper 86.1, Δ " in gemma
     calibration = (tables / "calibration.md").read_text()
     assert "| llama3.1-8b_clip-l-336_lcs | LLaMA-3.1-8B [table1_llm] |" in calibration
     # The first paper table that has the model: table 2 for Gemma-2-9B with SigLIP2.

@@ -13,7 +13,8 @@ layout is defined once. Datasets are shared by every study; models and results a
     runs/<study>/stage1/<exp>/  stage2/<exp>/           finished model bundles
     runs/<study>/work/stage{1,2}/<exp>/                resumable checkpoints (outside rule outputs)
     results/<study>/eval/stage{1,2}/<exp>/scores.json  lmms-eval scores per model
-    results/<study>/tables/ , results/<study>/plots/   the report
+    results/<study>/tables/ , results/<study>/plots/   the report: tables and figures,
+    results/<study>/findings.md (.json), report.html   the study's claims checked, and all in one page
 """
 
 from __future__ import annotations
@@ -98,3 +99,17 @@ def tables_dir(study: str) -> str:
 
 def plots_dir(study: str) -> str:
     return f"{RESULTS}/{study}/plots"
+
+
+def findings(study: str) -> str:
+    """The study's claims checked against its numbers (``findings.json``: the same, for programs)."""
+    return f"{RESULTS}/{study}/findings.md"
+
+
+def findings_json(study: str) -> str:
+    return f"{RESULTS}/{study}/findings.json"
+
+
+def report_html(study: str) -> str:
+    """Tables, findings and figures in one self-contained page."""
+    return f"{RESULTS}/{study}/report.html"

@@ -60,6 +60,8 @@ rule init_model:
         vision=lambda w: STUDY.pairs[w.pair].vision,
         s2=lambda w: s2_option(STUDY.pairs[w.pair]),
         system="" if STUDY.system_prompt else "--no-system-prompt",
+        # The seed is in the output's path (config.seeds): derived from it, so no params trigger.
+        seed=lambda w, output: seed_option(STUDY.pairs[w.pair].seed),
         sources=lambda w, input: (
             f"--tokenizer {input.tokenizer} --vision-path {input.vision}" if "tokenizer" in input.keys() else "--pretrained"
         ),
@@ -67,4 +69,4 @@ rule init_model:
         f"logs/{S}/init_{{pair}}.log",
     shell:
         "{LLAVA} init-model --llm {params.llm:q} --vision {params.vision:q} {params.s2} {params.system}"
-        " --size {STUDY.size} {params.sources} --out {output:q} > {log:q} 2>&1"
+        " --size {STUDY.size} {params.sources} --out {output:q}{params.seed} > {log:q} 2>&1"

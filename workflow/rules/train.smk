@@ -36,10 +36,12 @@ rule train:
         # which runs torchrun for its node (empty on one node and locally).
         launcher=lambda w, resources: resources.get("mpi", ""),
         protocol=STUDY.protocol,
+        # The seed is in the output's path (config.seeds): derived from it, so no params trigger.
+        seed=lambda w, output: seed_option(STUDY.experiment(w.exp).seed),
     threads: 1
     log:
         f"logs/{S}/stage{{stage}}_{{exp}}.log",
     shell:
         "OMP_NUM_THREADS={threads} {params.launcher} {LLAVA} train --stage {wildcards.stage} --init {input.init:q}"
         " --data {input.data:q} --image-root {params.root:q} --out {output:q} --work-dir {params.work:q}"
-        " --params params.yaml --protocol {params.protocol:q} > {log:q} 2>&1"
+        " --params params.yaml --protocol {params.protocol:q}{params.seed} > {log:q} 2>&1"

@@ -107,7 +107,8 @@ def _import_published(params: Params, study: Study, w: Mapping[str, str]) -> Dec
 
 
 def _report(params: Params, study: Study, w: Mapping[str, str]) -> Declared:
-    return {("studies", study.name, "tables"): params.raw["studies"][study.name].get("tables")}
+    body = params.raw["studies"][study.name]
+    return {("studies", study.name, key): body.get(key) for key in ("tables", "findings")}
 
 
 # Rule name -> the params.yaml values its job's output depends on.

@@ -17,8 +17,11 @@ from typing import Any
 import yaml
 
 from llava_more.config.checks import check_keys, choice, safe_name, typed, where
+from llava_more.config.claims import Claim, parse_findings, study_rows
 from llava_more.config.recipe import StageRecipe
+from llava_more.config.seeds import expand_seeds, parse_seeds, seed_suffix
 from llava_more.errors import ConfigError
+from llava_more.eval.benchmarks import columns_of
 
 SIZES = ("tiny", "real")
 TABLE_NAMES = ("table1_llm", "table2_vision", "table3_s2", "table4_pretrain_data", "readme")
@@ -167,19 +170,25 @@ class Experiment:
     # Where the experiment was declared: studies.<study>.experiments[block] (the first block, for
     # an experiment two blocks declare); lineage reads its explicit S2 scales from there.
     block: int = field(default=0, compare=False)
+    # The training seed of a study with `seeds` (config.seeds); None in a study without.
+    seed: int | None = None
     # Published studies (config/published.py): the released checkpoint (Hub id or folder) this
     # experiment evaluates instead of training it, and its pretrain-only release, if any.
     checkpoint: str | None = None
     stage1_checkpoint: str | None = None
 
     @property
-    def pair_id(self) -> str:
-        """The initial model (before any training): LLM x encoder x S2."""
+    def _pair(self) -> str:
         return f"{self.llm}_{self.vision}" + ("_s2" if self.s2 else "")
 
     @property
+    def pair_id(self) -> str:
+        """The initial model (before any training): LLM x encoder x S2 (x the seed of its projector)."""
+        return self._pair + seed_suffix(self.seed)
+
+    @property
     def id(self) -> str:
-        return f"{self.pair_id}_{self.pretrain}"
+        return f"{self._pair}_{self.pretrain}" + seed_suffix(self.seed)
 
     def value(self, key: str) -> Any:
         return getattr(self, key)
@@ -199,6 +208,8 @@ class Study:
     tables: dict[str, tuple[str, ...]]  # table name -> experiment ids, in study order
     # False: the LLMs' chat templates without their default system prompt (template ids <id>+no-system).
     system_prompt: bool = True
+    seeds: tuple[int, ...] | None = None  # config.seeds: each experiment trained once per seed
+    findings: tuple[Claim, ...] = ()  # config.claims: the paper's conclusions, checked by the report
     # "training" (the protocol trains every experiment) or "published" (released checkpoints are
     # imported and evaluated; config/published.py).
     kind: str = "training"
@@ -239,6 +250,8 @@ STUDY_KEYS = (
     "tables",
     "pretrain",
     "system_prompt",
+    "seeds",
+    "findings",
 )
 
 
@@ -448,13 +461,21 @@ def _parse_study(
                 _check_backbones(exp, size, at)
             if exp not in experiments:
                 experiments.append(exp)
-    experiments_t = tuple(experiments)
+    seeds = parse_seeds(body.get("seeds"), f"{path}.seeds")
+    experiments_t = expand_seeds(tuple(experiments), seeds)
     ids = [e.id for e in experiments_t]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{path}.experiments: two experiments share an id but differ (s2_scales?)")
     tables_raw = body.get("tables") or {}
     tables_raw = check_keys(tables_raw, f"{path}.tables", TABLE_NAMES)
     tables = {t: _table_rows(t, f, f"{path}.tables.{t}", experiments_t) for t, f in tables_raw.items()}
+    untrained = _untrained(body.get("eval_untrained", False), f"{path}.eval_untrained", experiments_t)
+    findings = parse_findings(
+        body.get("findings"),
+        f"{path}.findings",
+        study_rows(experiments_t, untrained),
+        tuple(columns_of(list(suites[suite].tasks))),
+    )
     return Study(
         name=name,
         size=size,
@@ -463,10 +484,12 @@ def _parse_study(
         benchmarks=suites[suite].tasks,
         benchmark_suite=suite,
         eval_samples=samples,
-        eval_untrained=_untrained(body.get("eval_untrained", False), f"{path}.eval_untrained", experiments_t),
+        eval_untrained=untrained,
         experiments=experiments_t,
         tables=tables,
         system_prompt=typed(body.get("system_prompt", True), bool, f"{path}.system_prompt"),
+        seeds=seeds,
+        findings=findings,
     )
 
 

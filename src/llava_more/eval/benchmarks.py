@@ -35,6 +35,8 @@ COLUMNS: tuple[str, ...] = (
     "GQA", "ScienceQA", "TextVQA", "AI2D", "POPE", "MME-P", "MME-C",
     "MMB-CN", "MMB-EN", "SEED-All", "SEED-V", "SEED-I", "MMMU",
 )  # fmt: skip
+# The report's extra column: a row's average over a table's benchmark columns.
+AVERAGE = "Avg"
 
 
 @dataclass(frozen=True)

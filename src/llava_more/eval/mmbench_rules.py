@@ -25,11 +25,16 @@ def _utils(language: str):
     return utils
 
 
+def evaluator_for(language: str):
+    """lmms-eval's MMBench evaluator for ``language`` (``en`` or ``cn``): its rule matcher and scorer."""
+    return _utils(language).mmbench_evaluator
+
+
 def is_unmatched(doc: dict[str, Any], prediction: str, language: str) -> bool:
     """True when neither lmms-eval's rule matcher nor its static extraction finds an option letter."""
     from lmms_eval.tasks._task_utils.mcq_extract import extract_mcq_answer
 
-    evaluator = _utils(language).mmbench_evaluator
+    evaluator = evaluator_for(language)
     choices = {c: doc[c] for c in OPTION_LETTERS if doc.get(c) not in (None, "", "nan")}
     if evaluator.can_infer(prediction, choices):
         return False
@@ -43,7 +48,7 @@ def _process(doc: dict[str, Any], results: list[str], language: str) -> dict[str
 
 
 def _aggregate(results: list[dict], language: str) -> float:
-    overall, _, _ = _utils(language).mmbench_evaluator.eval_result(results, eval_method="static")
+    overall, _, _ = evaluator_for(language).eval_result(results, eval_method="static")
     return overall * 100
 
 

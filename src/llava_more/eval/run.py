@@ -4,7 +4,7 @@ lmms-eval exits 0 even when a task failed (it logs "Error during evaluation"), s
 says nothing. After the run we require: one results JSON, a result for every task, every metric a
 column reads present and numeric, and as many logged samples as documents asked for. Anything
 missing raises ``EvaluationFailed`` naming the task and why. Then ``scores.json`` (paper column ->
-value, in the paper's units) is written for the report.
+value, in the paper's units, and each column's per-question scores) is written for the report.
 
 lmms-eval runs in a subprocess (``python -m lmms_eval``): its logging setup and ``sys.exit`` stay
 out of our process, and its whole output is kept in ``lmms_eval.log`` beside the scores.
@@ -28,6 +28,7 @@ from llava_more.errors import EvaluationFailed, UserError
 from llava_more.eval.benchmarks import Benchmark, get_benchmark, write_overlays
 from llava_more.eval.lmms_plugin import MODEL_NAME
 from llava_more.outputs import write_text_atomic
+from llava_more.report.samples import extract_columns
 
 SCORES_FILE = "scores.json"
 LOG_FILE = "lmms_eval.log"
@@ -254,5 +255,9 @@ def run_lmms_eval(
         )
     scores = scores_from_results(benches, result_files[-1], raw_dir, limit)
     scores = {"model": str(model_dir), **scores, "results_file": str(result_files[-1].relative_to(out))}
+    # Per-question scores for the report's confidence intervals (llava_more.report.samples).
+    per_sample = extract_columns(benches, raw_dir, scores["columns"])
+    scores["samples_skipped"] = per_sample.skipped
+    scores["samples"] = {column: s.to_json() for column, s in per_sample.columns.items()}
     write_text_atomic(out / SCORES_FILE, json.dumps(scores, indent=1) + "\n")
     return scores["metrics"]

@@ -42,7 +42,8 @@ def _pairs(args: argparse.Namespace) -> list[tuple[str, str, tuple[int, ...] | b
     for exp in study.pairs.values():
         # Explicit scales are for the study's size; the real-size record uses the encoder's defaults.
         scales = exp.s2_scales if (exp.s2 and exp.s2_scales and args.size == study.size) else exp.s2
-        pairs.append((exp.llm, exp.vision, scales))
+        if (exp.llm, exp.vision, scales) not in pairs:  # a study's seeds share their architecture
+            pairs.append((exp.llm, exp.vision, scales))
     return pairs
 
 
