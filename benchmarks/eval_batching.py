@@ -24,10 +24,13 @@ from pathlib import Path
 TIMING = re.compile(r"generate_until timing: (\d+) requests at batch (\d+): prepare ([\d.]+) s, generate ([\d.]+) s")
 
 
-def evaluate(model: str, tasks: str, include: str, batch: int, out: Path) -> tuple[int, float, float]:
+def evaluate(
+    model: str, tasks: str, include: str, batch: int, out: Path, device: str, dtype: str
+) -> tuple[int, float, float]:
     """One real evaluation; returns (requests, prepare seconds, generate seconds) over its tasks."""
     cmd = [sys.executable, "-m", "llava_more", "evaluate", "--model", model, "--tasks", tasks,
-           "--include-path", include, "--batch-size", str(batch), "--max-new-tokens", "16", "--out", str(out)]  # fmt: skip
+           "--include-path", include, "--batch-size", str(batch), "--max-new-tokens", "16", "--out", str(out),
+           "--device", device, "--dtype", dtype]  # fmt: skip
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode:
         sys.exit(f"evaluate failed ({run.returncode}):\n{run.stderr[-3000:]}")
@@ -56,6 +59,8 @@ def main() -> None:
     ap.add_argument("--include-path", default="data/benchmarks/demo")
     ap.add_argument("--batch-sizes", default="1,8")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="auto", help="auto (a GPU when one is usable), cpu, cuda[:N]")
+    ap.add_argument("--dtype", default="auto", help="auto (the bundle's), float32, bfloat16 (GPU)")
     args = ap.parse_args()
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     rows = {}
@@ -65,7 +70,9 @@ def main() -> None:
         for repeat in range(args.repeats):
             for batch in sizes:  # interleaved, so drift in machine speed hits every batch size alike
                 out = tmp / f"b{batch}-r{repeat}"
-                n, prepare, generate = evaluate(args.model, args.tasks, args.include_path, batch, out)
+                n, prepare, generate = evaluate(
+                    args.model, args.tasks, args.include_path, batch, out, args.device, args.dtype
+                )
                 rows.setdefault(batch, []).append((n, prepare, generate))
                 got = answers(out)
                 results.setdefault(batch, got)
