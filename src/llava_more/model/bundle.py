@@ -123,16 +123,40 @@ def save_bundle(
         (staging / META_FILE).write_text(meta.to_json())
 
 
-def load_bundle(
-    path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None
-) -> Bundle:
-    """Load a bundle; ``dtype`` None keeps the saved dtype."""
+def load_preprocessing(
+    path: str | os.PathLike,
+) -> tuple[PreTrainedTokenizerBase, BaseImageProcessor, BundleMeta]:
+    """A bundle's tokenizer, image processor and metadata, without its weights."""
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"{path}: model bundle folder not found; run the step that creates it first")
     meta = BundleMeta.read(path)
-    kwargs: dict[str, Any] = {"dtype": dtype if dtype is not None else "auto"}
-    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    image_processor = AutoImageProcessor.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path), AutoImageProcessor.from_pretrained(path), meta
+
+
+def load_weights(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str | None = None,
+    quantization_config: Any = None,
+) -> LlavaForConditionalGeneration:
+    """A bundle's model; ``dtype`` None keeps the saved dtype. A ``quantization_config`` (bitsandbytes, a
+    GPU ``device``) loads the weights quantized, placed on ``device`` as they load."""
+    if quantization_config is not None:
+        return AutoModelForImageTextToText.from_pretrained(
+            path, quantization_config=quantization_config, device_map={"": device}
+        )
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype if dtype is not None else "auto")
+    return model.to(device)
+
+
+def load_bundle(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str | None = None,
+    quantization_config: Any = None,
+) -> Bundle:
+    """Load a bundle (``load_weights`` says what ``dtype`` and ``quantization_config`` do)."""
+    tokenizer, image_processor, meta = load_preprocessing(path)
+    model = load_weights(path, device, dtype, quantization_config)
     return Bundle(model=model, tokenizer=tokenizer, image_processor=image_processor, meta=meta)
