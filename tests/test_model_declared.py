@@ -138,7 +138,7 @@ def test_architecture_and_sizes_come_from_the_checkpoint(declared_set):
         assert record["vision_params"] == PARAMS["vit-b-16"]
         assert record["model_type"] == "llava" and record["image_tokens"] == 196
     # `plan`'s cost model reads the same real-size builds.
-    from llava_more.pipeline.plan import model_size
+    from llava_more.pipeline.cost import model_size
 
     cost, _ = model_size.__wrapped__("qwen2.5-0.5b", "vit-b-16", None, "real")
     assert (cost.image_tokens, cost.vision_params, cost.encoder_passes) == (196, PARAMS["vit-b-16"], 1)

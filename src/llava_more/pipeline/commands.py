@@ -89,7 +89,9 @@ def _plan(args: argparse.Namespace) -> int:
     import json
 
     from llava_more.config import load_params
-    from llava_more.pipeline.plan import Assumptions, plan_study, render_table
+    from llava_more.pipeline.cost import Assumptions
+    from llava_more.pipeline.plan import plan_study
+    from llava_more.pipeline.plan_table import render_table
 
     assumptions = Assumptions(
         gpu=args.gpu,
@@ -109,7 +111,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def register_plan(sub: argparse._SubParsersAction) -> None:
-    from llava_more.pipeline.plan import GPUS, Assumptions
+    from llava_more.pipeline.cost import GPUS, Assumptions
 
     d = Assumptions()
     p = sub.add_parser(
