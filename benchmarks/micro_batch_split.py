@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from llava_more.config import load_params
-from llava_more.data import LlavaJsonDataset
-from llava_more.model import load_bundle
+from llava_more.data.llava_json import LlavaJsonDataset
+from llava_more.model.bundle import load_bundle
 from llava_more.model.varlen_attention import restore_attention, use_varlen_attention
 from llava_more.train.dataset import LlavaCollator, LlavaTrainDataset
 from llava_more.train.packing import PackedCollator, training_inputs

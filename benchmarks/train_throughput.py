@@ -44,9 +44,11 @@ from dataclasses import dataclass
 
 import torch
 
-from llava_more.model import build_llava, freeze_for_stage, get_llm, get_vision
+from llava_more.model import get_llm, get_vision
+from llava_more.model.builder import build_llava
+from llava_more.model.freezing import freeze_for_stage
 from llava_more.model.varlen_attention import restore_attention, use_varlen_attention
-from llava_more.text import IGNORE_INDEX
+from llava_more.text.encode import IGNORE_INDEX
 from llava_more.train.dataset import LlavaCollator
 from llava_more.train.fused_loss import restore_plain_loss, use_fused_loss
 from llava_more.train.packing import PackedCollator, packed_slots, padded_slots, training_inputs
@@ -115,8 +117,9 @@ def sample_lengths_demo(n: int, rng: random.Random, image_tokens: int) -> list[t
     """Lengths of the demo's instruction data (data/instruct/demo-instruct) with the demo tokenizer."""
     from transformers import AutoTokenizer
 
-    from llava_more.data import LlavaJsonDataset
-    from llava_more.text import apply_template, encode_conversation
+    from llava_more.data.llava_json import LlavaJsonDataset
+    from llava_more.text.encode import encode_conversation
+    from llava_more.text.tokenizer import apply_template
     from llava_more.train.dataset import with_image_token
 
     tokenizer = apply_template(AutoTokenizer.from_pretrained("runs/demo/tokenizer"), "llama3.1")

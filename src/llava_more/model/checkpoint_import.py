@@ -345,7 +345,8 @@ def _prepare_tokenizer(
     tokenizer: PreTrainedTokenizerBase, template_id: str, where: Path
 ) -> PreTrainedTokenizerBase:
     """The checkpoint's tokenizer configured for the template; its markers must already be there."""
-    from llava_more.text import apply_template, get_template
+    from llava_more.text import get_template
+    from llava_more.text.tokenizer import apply_template
 
     template = get_template(template_id)
     vocab = tokenizer.get_vocab()
@@ -366,7 +367,8 @@ def _check_own_template(
     LLaVA-MORE's Llama-3.1, R1 and Gemma-2 checkpoints were trained and evaluated through their
     tokenizer's own template, so the two must agree for the prompts to be the trained ones.
     """
-    from llava_more.text import IMAGE_TOKEN, generation_prompt, get_template
+    from llava_more.text import IMAGE_TOKEN, get_template
+    from llava_more.text.encode import generation_prompt
 
     own = getattr(base, "chat_template", None)
     if not own or not template_id.startswith(("llama3.1", "deepseek_r1", "gemma2")):

@@ -101,7 +101,8 @@ def init_model(
     variant without a default system prompt; the bundle records that template id, so training,
     evaluation and chat all render the same prompts.
     """
-    from llava_more.text import IMAGE_TOKEN, apply_template
+    from llava_more.text import IMAGE_TOKEN
+    from llava_more.text.tokenizer import apply_template
 
     llm, vision = get_llm(llm_id), get_vision(vision_id)
     check_size(size)

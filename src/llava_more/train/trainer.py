@@ -187,7 +187,7 @@ def training_arguments(
 
 
 def build_model(stage: int, cfg: TrainConfig, bundle: Any) -> torch.nn.Module:
-    from llava_more.model import freeze_for_stage
+    from llava_more.model.freezing import freeze_for_stage
 
     counts = freeze_for_stage(bundle.model, stage)
     logger.info(
@@ -288,7 +288,7 @@ class CheckpointOnStop(TrainerCallback):
 def export_bundle(trainer: Trainer, bundle: Any, out_dir: Path) -> None:
     """Write the trained model (LoRA merged, ZeRO-3 shards gathered) with the bundle's tokenizer,
     image processor and metadata, atomically, from the main process."""
-    from llava_more.model import save_bundle
+    from llava_more.model.bundle import save_bundle
     from llava_more.train.lora import merge_lora
 
     model = trainer.model
