@@ -29,9 +29,10 @@ from transformers.image_processing_utils import BaseImageProcessor
 import llava_more.model.llava  # noqa: F401  (registers llava_more with the Auto classes)
 from llava_more.errors import UserError
 from llava_more.outputs import atomic_dir
+from llava_more.text.templates import IMAGE_TOKEN
 
 META_FILE = "llava_more.json"
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class BundleMeta:
     s2_scales: list[int] | None
     template: str
     image_tokens: int
-    image_token: str = "<image>"
+    image_token: str = IMAGE_TOKEN
     image_aspect_ratio: str | None = None
     source: str | None = None
 
@@ -119,7 +120,7 @@ def save_bundle(
         try:
             llava_processor(model, tokenizer, image_processor, meta).save_pretrained(staging)
         except (ValueError, IndexError, TypeError) as err:  # e.g. a tokenizer without the image token
-            log.warning("no LlavaProcessor saved in %s: %s", out_dir, err)
+            logger.warning("no LlavaProcessor saved in %s: %s", out_dir, err)
         (staging / META_FILE).write_text(meta.to_json())
 
 
