@@ -26,9 +26,9 @@ import torch
 
 from llava_more.data import demo_questions as questions
 from llava_more.data import demo_world as world
-from llava_more.model import load_bundle
+from llava_more.model.bundle import load_bundle
 from llava_more.model.preprocess import pixel_values
-from llava_more.text import encode_conversation
+from llava_more.text.encode import encode_conversation
 from llava_more.train.dataset import LlavaCollator
 
 INSTRUCT = Path("data/instruct/demo-instruct")
@@ -72,7 +72,8 @@ def probe(model_dir: str | Path, n: int = 64, seed: int = 5) -> dict[str, float]
 
 def train_longer(start: str, out: Path, epochs: float, kinds: list[str] | None) -> Path:
     from llava_more.config import load_params
-    from llava_more.train import TrainConfig, train_stage
+    from llava_more.train import TrainConfig
+    from llava_more.train.trainer import train_stage
 
     data = INSTRUCT / "clean.json"
     if kinds:

@@ -27,11 +27,11 @@ from pathlib import Path
 import torch
 
 from llava_more.config import load_params
-from llava_more.data import LlavaJsonDataset
-from llava_more.model import load_bundle
-from llava_more.model.varlen_attention import restore_attention, use_varlen_attention
+from llava_more.data.llava_json import LlavaJsonDataset
+from llava_more.model.bundle import load_bundle
 from llava_more.train.dataset import LlavaCollator, LlavaTrainDataset
 from llava_more.train.packing import PackedCollator, training_inputs
+from llava_more.train.patches import training_patches
 from llava_more.train.sampler import SeededGroupedSampler, TokenBudgetBatches
 
 
@@ -84,19 +84,18 @@ def main() -> None:
         else:
             plan = [[step[k : k + size] for k in range(0, len(step), size)] for step in steps]
         collate = padded if kind == "" else packed
-        replaced = use_varlen_attention(model) if kind else None
-        slots, seconds = [], []
-        for micro_batches in plan:
-            start = time.perf_counter()
-            total = 0
-            for mb in micro_batches:
-                batch = collate([samples[i] for i in mb])
-                total += batch["input_ids"].numel()
-                model(**training_inputs(batch)).loss.backward()
-            model.zero_grad(set_to_none=True)
-            seconds.append(time.perf_counter() - start)
-            slots.append(total)
-        restore_attention(model, replaced)
+        with training_patches(model, packing=bool(kind), fused_loss=False):
+            slots, seconds = [], []
+            for micro_batches in plan:
+                start = time.perf_counter()
+                total = 0
+                for mb in micro_batches:
+                    batch = collate([samples[i] for i in mb])
+                    total += batch["input_ids"].numel()
+                    model(**training_inputs(batch)).loss.backward()
+                model.zero_grad(set_to_none=True)
+                seconds.append(time.perf_counter() - start)
+                slots.append(total)
         results.append({"split": split, "micro_batches_per_step": round(statistics.mean(map(len, plan)), 2),
                         "slots_per_step": round(statistics.mean(slots)),
                         "real_tokens_per_step": round(real), "padding": round(1 - real / statistics.mean(slots), 3),

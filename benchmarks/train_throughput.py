@@ -44,12 +44,15 @@ from dataclasses import dataclass
 
 import torch
 
-from llava_more.model import build_llava, freeze_for_stage, get_llm, get_vision
-from llava_more.model.varlen_attention import restore_attention, use_varlen_attention
-from llava_more.text import IGNORE_INDEX
+from llava_more.model import get_llm, get_vision
+from llava_more.model.builder import build_llava
+from llava_more.model.describe import count_parameters
+from llava_more.model.freezing import freeze_for_stage
+from llava_more.model.llm import SIZES
+from llava_more.text.encode import IGNORE_INDEX
 from llava_more.train.dataset import LlavaCollator
-from llava_more.train.fused_loss import restore_plain_loss, use_fused_loss
 from llava_more.train.packing import PackedCollator, packed_slots, padded_slots, training_inputs
+from llava_more.train.patches import training_patches
 from llava_more.train.sampler import SeededGroupedSampler, TokenBudgetBatches
 
 IMAGE_TOKEN_ID, PAD_ID = 1, 0
@@ -115,8 +118,9 @@ def sample_lengths_demo(n: int, rng: random.Random, image_tokens: int) -> list[t
     """Lengths of the demo's instruction data (data/instruct/demo-instruct) with the demo tokenizer."""
     from transformers import AutoTokenizer
 
-    from llava_more.data import LlavaJsonDataset
-    from llava_more.text import apply_template, encode_conversation
+    from llava_more.data.llava_json import LlavaJsonDataset
+    from llava_more.text.encode import encode_conversation
+    from llava_more.text.tokenizer import apply_template
     from llava_more.train.dataset import with_image_token
 
     tokenizer = apply_template(AutoTokenizer.from_pretrained("runs/demo/tokenizer"), "llama3.1")
@@ -165,9 +169,9 @@ def sync(device: torch.device) -> None:
 def step_flops(model, stage: int, lengths: list[tuple[int, int, bool]], image_tokens: int) -> float:
     """Useful FLOPs of one optimizer step over these samples (no padding, no recomputation)."""
     text = model.config.text_config
-    llm = sum(p.numel() for p in model.model.language_model.parameters()) + model.lm_head.weight.numel()
-    projector = sum(p.numel() for p in model.model.multi_modal_projector.parameters())
-    vision = sum(p.numel() for p in model.model.vision_tower.parameters())
+    llm = count_parameters([model.model.language_model, model.lm_head])
+    projector = count_parameters([model.model.multi_modal_projector])
+    vision = count_parameters([model.model.vision_tower])
     tokens = sum(t for t, _, _ in lengths)
     images = sum(1 for _, _, i in lengths if i)
     per_token_llm = (6 if stage == 2 else 4) * llm
@@ -215,7 +219,7 @@ def padding_report(plans: dict, lengths: list[tuple[int, int, bool]], args) -> d
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", choices=("tiny", "real"), default="tiny")
+    ap.add_argument("--size", choices=SIZES, default="tiny")
     ap.add_argument("--llm", default="phi4-mini")
     ap.add_argument("--vision", default="clip-l-336")
     ap.add_argument("--stage", type=int, choices=(1, 2), default=2)
@@ -285,38 +289,34 @@ def main() -> None:
     for name, plan in plans.items():
         collate = collators[name]
         varlen = name.startswith("packed") and name != "packed-mask"
-        replaced = use_varlen_attention(model) if varlen else None
-        if name.endswith("-fused"):
-            use_fused_loss(model)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        times, n_samples, n_tokens, flops, used = [], 0, 0, 0.0, 0
-        for index, micro_batches in enumerate(plan[: len(steps)]):
-            step_ids = [i for mb in micro_batches for i in mb]
-            supervised = sum(lengths[i][1] for i in step_ids)  # the step's loss is a mean over these
-            sync(device)
-            start = time.perf_counter()
-            for mb in micro_batches:
-                batch = collate([samples[i] for i in mb])
-                batch = {k: v.to(device) for k, v in batch.items()}
-                if "pixel_values" in batch:
-                    batch["pixel_values"] = batch["pixel_values"].to(dtype)
-                if name == "padded-full":
-                    loss = model(**batch, use_cache=False, num_items_in_batch=supervised).loss
-                else:
-                    loss = model(**training_inputs(batch), num_items_in_batch=supervised).loss
-                loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            sync(device)
-            if index >= args.warmup:
-                times.append(time.perf_counter() - start)
-                n_samples += len(step_ids)
-                n_tokens += sum(lengths[i][0] for i in step_ids)
-                flops += step_flops(model, args.stage, [lengths[i] for i in step_ids], image_tokens)
-                used += sum(slots(name, [lengths[i][0] for i in mb], row_tokens) for mb in micro_batches)
-        restore_attention(model, replaced)
-        restore_plain_loss(model)
+        with training_patches(model, packing=varlen, fused_loss=name.endswith("-fused")):
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            times, n_samples, n_tokens, flops, used = [], 0, 0, 0.0, 0
+            for index, micro_batches in enumerate(plan[: len(steps)]):
+                step_ids = [i for mb in micro_batches for i in mb]
+                supervised = sum(lengths[i][1] for i in step_ids)  # the step's loss is a mean over these
+                sync(device)
+                start = time.perf_counter()
+                for mb in micro_batches:
+                    batch = collate([samples[i] for i in mb])
+                    batch = {k: v.to(device) for k, v in batch.items()}
+                    if "pixel_values" in batch:
+                        batch["pixel_values"] = batch["pixel_values"].to(dtype)
+                    if name == "padded-full":
+                        loss = model(**batch, use_cache=False, num_items_in_batch=supervised).loss
+                    else:
+                        loss = model(**training_inputs(batch), num_items_in_batch=supervised).loss
+                    loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                sync(device)
+                if index >= args.warmup:
+                    times.append(time.perf_counter() - start)
+                    n_samples += len(step_ids)
+                    n_tokens += sum(lengths[i][0] for i in step_ids)
+                    flops += step_flops(model, args.stage, [lengths[i] for i in step_ids], image_tokens)
+                    used += sum(slots(name, [lengths[i][0] for i in mb], row_tokens) for mb in micro_batches)
         seconds = sum(times)
         results["batchings"][name] = {
             "samples_per_s": round(n_samples / seconds, 3),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from llava_more.model import load_bundle
+from llava_more.model.bundle import load_bundle
 from tests.test_train_helpers import make_bundle, make_dataset
 
 

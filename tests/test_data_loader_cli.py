@@ -9,8 +9,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from llava_more.cli import main
-from llava_more.data import LlavaJsonDataset, generate_demo_instruct
-from llava_more.data.llava_json import open_image, read_records
+from llava_more.data.demo_instruct import generate_demo_instruct
+from llava_more.data.llava_json import LlavaJsonDataset, open_image, read_records
 from llava_more.errors import DataError
 
 

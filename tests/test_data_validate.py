@@ -185,7 +185,7 @@ def test_the_clean_remainder_trains(tmp_path):
     """Validation's clean file is what training reads: a stage-2 run on it finishes and exports."""
     import yaml
 
-    from llava_more.model import load_bundle
+    from llava_more.model.bundle import load_bundle
     from llava_more.train.config import TrainConfig
     from llava_more.train.trainer import train_stage
     from tests.test_train_helpers import make_bundle

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from llava_more.data import generate_demo_pretrain
+from llava_more.data.demo_pretrain import generate_demo_pretrain
 from llava_more.data.download import commands
 from llava_more.errors import ConfigError
 

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from llava_more.data import generate_demo_pretrain
+from llava_more.data.demo_pretrain import generate_demo_pretrain
 from llava_more.data.download.mix import balanced_shares, mix_datasets
 from llava_more.data.llava_json import LlavaJsonDataset
 from llava_more.errors import DataError

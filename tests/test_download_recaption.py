@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llava_more.data import generate_demo_pretrain
+from llava_more.data.demo_pretrain import generate_demo_pretrain
 from llava_more.data.download import commands
 from llava_more.data.download.recaption import DONE_FILE, HubCaptioner, recaption
 from llava_more.data.llava_json import LlavaJsonDataset
@@ -32,7 +32,7 @@ TYPED_TEMPLATE = (
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
     from llava_more.model.initialize import init_model
-    from llava_more.text import train_demo_tokenizer
+    from llava_more.text.tokenizer import train_demo_tokenizer
 
     root = tmp_path_factory.mktemp("recaption")
     demo = generate_demo_pretrain(root / "demo", "lcs", N, seed=0)

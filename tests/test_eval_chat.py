@@ -25,7 +25,8 @@ from llava_more.eval.chat import (
     load_chat_model,
 )
 from llava_more.model.bundle import META_FILE
-from llava_more.text import IMAGE_TOKEN, generation_prompt
+from llava_more.text import IMAGE_TOKEN
+from llava_more.text.encode import generation_prompt
 from tests.test_train_helpers import COLOURS, cli_env, make_bundle
 
 torch.set_num_threads(1)

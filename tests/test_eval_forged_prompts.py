@@ -9,7 +9,9 @@ import pytest
 from PIL import Image
 
 from llava_more.model.initialize import init_model
-from llava_more.text import IMAGE_TOKEN, encode_prompt, get_template, train_demo_tokenizer
+from llava_more.text import IMAGE_TOKEN, get_template
+from llava_more.text.encode import encode_prompt
+from llava_more.text.tokenizer import train_demo_tokenizer
 
 CORPUS = ["What color is the big shape? red blue green", "How many shapes? two three", "yes no"]
 

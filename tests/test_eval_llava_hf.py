@@ -21,9 +21,10 @@ from llava_more.data.demo_instruct import generate_demo_instruct
 from llava_more.eval.demo_tasks import generate_demo_benchmarks
 from llava_more.eval.run import RAW_DIR, run_lmms_eval
 from llava_more.model.initialize import init_model
-from llava_more.text import train_demo_tokenizer
 from llava_more.text.corpus import read_corpus
-from llava_more.train import TrainConfig, train_stage
+from llava_more.text.tokenizer import train_demo_tokenizer
+from llava_more.train import TrainConfig
+from llava_more.train.trainer import train_stage
 
 TASKS = ["demo_gqa", "demo_pope"]
 LIMIT = 12

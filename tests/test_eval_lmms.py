@@ -30,7 +30,7 @@ CORPUS = [
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory) -> Path:
-    from llava_more.text import train_demo_tokenizer
+    from llava_more.text.tokenizer import train_demo_tokenizer
 
     out = tmp_path_factory.mktemp("tokenizer")
     train_demo_tokenizer(CORPUS * 10, out, vocab_size=400)

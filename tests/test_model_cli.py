@@ -12,7 +12,7 @@ from transformers import PreTrainedTokenizerFast
 
 from llava_more.cli import main
 from llava_more.config import load_params
-from llava_more.model import load_bundle
+from llava_more.model.bundle import load_bundle
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]

@@ -14,17 +14,15 @@ import yaml
 
 from llava_more import cli
 from llava_more.errors import ConfigError
-from llava_more.model import build_llava, describe_model, get_llm, get_vision, list_llms, list_visions
+from llava_more.model import get_llm, get_vision, list_llms, list_visions
+from llava_more.model.builder import build_llava
 from llava_more.model.declarations import declare, declared, parse_backbones
+from llava_more.model.describe import describe_model
 from llava_more.model.initialize import init_model
 from llava_more.model.llm import builtin_llms
-from llava_more.text import (
-    IGNORE_INDEX,
-    apply_template,
-    encode_conversation,
-    get_template,
-    train_demo_tokenizer,
-)
+from llava_more.text import get_template
+from llava_more.text.encode import IGNORE_INDEX, encode_conversation
+from llava_more.text.tokenizer import apply_template, train_demo_tokenizer
 from llava_more.text.tokenizer_template import template_from_tokenizer
 from tests.declared_checkpoints import PARAMS, backbones_section, write_checkpoints
 
@@ -138,7 +136,7 @@ def test_architecture_and_sizes_come_from_the_checkpoint(declared_set):
         assert record["vision_params"] == PARAMS["vit-b-16"]
         assert record["model_type"] == "llava" and record["image_tokens"] == 196
     # `plan`'s cost model reads the same real-size builds.
-    from llava_more.pipeline.plan import model_size
+    from llava_more.pipeline.cost import model_size
 
     cost, _ = model_size.__wrapped__("qwen2.5-0.5b", "vit-b-16", None, "real")
     assert (cost.image_tokens, cost.vision_params, cost.encoder_passes) == (196, PARAMS["vit-b-16"], 1)

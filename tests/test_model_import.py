@@ -31,10 +31,12 @@ from transformers import (
 )
 
 from llava_more.errors import UserError
-from llava_more.model import LlavaMoreForConditionalGeneration, get_llm, get_vision, load_bundle
+from llava_more.model import get_llm, get_vision
+from llava_more.model.bundle import load_bundle
 from llava_more.model.checkpoint_import import ImportOptions, import_checkpoint
+from llava_more.model.llava import LlavaMoreForConditionalGeneration
 from llava_more.model.preprocess import pixel_values
-from llava_more.text import generation_prompt
+from llava_more.text.encode import generation_prompt
 from tests.original_checkpoints import (
     IMAGE_MARKER,
     OriginalLlava,

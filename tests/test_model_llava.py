@@ -18,17 +18,11 @@ from transformers import (
 )
 
 from llava_more.errors import UserError
-from llava_more.model import (
-    BundleMeta,
-    LlavaMoreForConditionalGeneration,
-    build_llava,
-    build_llava_from_pretrained,
-    freeze_for_stage,
-    get_llm,
-    get_vision,
-    load_bundle,
-    save_bundle,
-)
+from llava_more.model import get_llm, get_vision
+from llava_more.model.builder import build_llava, build_llava_from_pretrained
+from llava_more.model.bundle import BundleMeta, load_bundle, save_bundle
+from llava_more.model.freezing import freeze_for_stage
+from llava_more.model.llava import LlavaMoreForConditionalGeneration
 from llava_more.outputs import OutputPathError
 
 torch.set_num_threads(1)

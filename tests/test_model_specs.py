@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from llava_more.errors import ConfigError, UnknownBackboneError
-from llava_more.model import build_llava, get_llm, get_vision, list_llms, list_visions
+from llava_more.model import get_llm, get_vision, list_llms, list_visions
+from llava_more.model.builder import build_llava
 from llava_more.model.describe import describe_model
 from llava_more.model.s2 import _stitch_and_pool, _tiles, s2_features, validate_s2_scales
 

@@ -16,18 +16,11 @@ from llava_more import paths
 from llava_more.cli import main
 from llava_more.config import load_params
 from llava_more.errors import UserError
+from llava_more.pipeline.cost import GPUS, Assumptions, ModelSize, model_size, training_flops
 from llava_more.pipeline.dvc import Job
-from llava_more.pipeline.plan import (
-    GPUS,
-    LCS_558K_SAMPLES,
-    LLAVA_665K_SAMPLES,
-    Assumptions,
-    ModelSize,
-    model_size,
-    plan_study,
-    render_table,
-    training_flops,
-)
+from llava_more.pipeline.plan import plan_study
+from llava_more.pipeline.plan_table import render_table
+from llava_more.pipeline.pricing import LCS_558K_SAMPLES, LLAVA_665K_SAMPLES
 from tests.workspace import BIN, ROOT, make_workspace, run
 
 CI_EXP = "llama3.1-8b_clip-l-336_ci-lcs"

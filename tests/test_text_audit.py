@@ -8,15 +8,11 @@ import random
 
 import pytest
 
-from llava_more.text import (
-    IGNORE_INDEX,
-    IMAGE_TOKEN,
-    apply_template,
-    encode_conversation,
-    get_template,
-    to_messages,
-)
+from llava_more.text import IMAGE_TOKEN, get_template
 from llava_more.text.audit import MaskAuditFailed, audit_dataset, audit_sample
+from llava_more.text.encode import IGNORE_INDEX, encode_conversation
+from llava_more.text.render import to_messages
+from llava_more.text.tokenizer import apply_template
 from tests.real_tokenizers import real_tokenizer
 
 REAL = [
@@ -201,7 +197,8 @@ def test_a_stage_with_a_wrong_mask_refuses_to_train_naming_the_record(tmp_path, 
     """The audit runs inside ``train_stage`` before any step: a mask made wrong by a faulty encoder
     (here every label shifted one token right, the classic hand-counted-offset bug) stops the stage."""
     import llava_more.train.dataset as train_dataset
-    from llava_more.train import TrainConfig, train_stage
+    from llava_more.train import TrainConfig
+    from llava_more.train.trainer import train_stage
     from tests.test_train_helpers import make_bundle, make_dataset
 
     init = make_bundle(tmp_path / "bundle")

@@ -14,20 +14,12 @@ import random
 import pytest
 from tokenizers import pre_tokenizers
 
-from llava_more.text import (
-    IGNORE_INDEX,
-    IMAGE_TOKEN,
-    TEMPLATE_IDS,
-    apply_template,
-    encode_conversation,
-    encode_prompt,
-    get_template,
-    render_conversation,
-    train_demo_tokenizer,
-)
+from llava_more.text import IMAGE_TOKEN, TEMPLATE_IDS, get_template
 from llava_more.text.audit import audit_sample
 from llava_more.text.control_tokens import spelled_control_tokens
-from llava_more.text.render import Turn, render_turns
+from llava_more.text.encode import IGNORE_INDEX, encode_conversation, encode_prompt
+from llava_more.text.render import Turn, render_conversation, render_turns
+from llava_more.text.tokenizer import apply_template, train_demo_tokenizer
 from tests.real_tokenizers import real_tokenizer
 
 CHAT_TEMPLATES = [t for t in TEMPLATE_IDS if t != "plain"]

@@ -9,20 +9,16 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from llava_more.errors import ConfigError, DataError
-from llava_more.text import (
+from llava_more.text import IMAGE_TOKEN, TEMPLATE_IDS, get_template
+from llava_more.text.encode import (
     IGNORE_INDEX,
-    IMAGE_TOKEN,
-    TEMPLATE_IDS,
     SampleTooLong,
-    apply_template,
     encode_conversation,
     encode_prompt,
     generation_prompt,
-    get_template,
-    render_conversation,
-    to_messages,
-    train_demo_tokenizer,
 )
+from llava_more.text.render import render_conversation, to_messages
+from llava_more.text.tokenizer import apply_template, train_demo_tokenizer
 
 CORPUS = [
     "What is in the picture? A red square sits left of a blue circle.",

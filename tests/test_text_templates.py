@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from llava_more.errors import ConfigError
-from llava_more.text import NO_SYSTEM_SUFFIX, TEMPLATE_IDS, apply_template, get_template, train_demo_tokenizer
+from llava_more.text import NO_SYSTEM_SUFFIX, TEMPLATE_IDS, get_template
 from llava_more.text.templates import VICUNA_SYSTEM, VISION_ASSISTANT_SYSTEM
+from llava_more.text.tokenizer import apply_template, train_demo_tokenizer
 
 CONTRACT_IDS = ["llama3.1", "llama3", "gemma2", "phi4", "vicuna_v1", "deepseek_r1", "phi2", "plain"]
 ONE_TURN = [{"role": "user", "content": "<image>\nQ?"}, {"role": "assistant", "content": "A."}]

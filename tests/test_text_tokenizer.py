@@ -9,9 +9,9 @@ from transformers import AutoTokenizer
 
 from llava_more.cli import main
 from llava_more.errors import ConfigError
-from llava_more.text import IMAGE_TOKEN, TEMPLATE_IDS, apply_template, get_template, train_demo_tokenizer
+from llava_more.text import IMAGE_TOKEN, TEMPLATE_IDS, get_template
 from llava_more.text.templates import FALLBACK_PAD_TOKEN, all_special_tokens
-from llava_more.text.tokenizer import template_scaffolding
+from llava_more.text.tokenizer import apply_template, template_scaffolding, train_demo_tokenizer
 
 CORPUS = [
     "A small red square is to the left of a large blue circle.",

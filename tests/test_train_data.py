@@ -6,9 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from llava_more.data import LlavaJsonDataset
+from llava_more.data.llava_json import LlavaJsonDataset
 from llava_more.model.preprocess import expand_to_square
-from llava_more.text import IGNORE_INDEX, IMAGE_TOKEN
+from llava_more.text import IMAGE_TOKEN
+from llava_more.text.encode import IGNORE_INDEX
 from llava_more.train.dataset import LlavaCollator, LlavaTrainDataset
 from llava_more.train.sampler import SeededGroupedSampler
 from tests.test_train_helpers import make_dataset

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from llava_more.model import load_bundle
+from llava_more.model.bundle import load_bundle
 from llava_more.model.freezing import freeze_for_stage
 from llava_more.model.varlen_attention import restore_attention, use_varlen_attention
-from llava_more.text import IGNORE_INDEX
-from llava_more.train import TrainConfig, train_stage
+from llava_more.text.encode import IGNORE_INDEX
+from llava_more.train import TrainConfig
 from llava_more.train.dataset import LlavaCollator
 from llava_more.train.fused_loss import (
     FusedLossHead,
@@ -19,7 +19,7 @@ from llava_more.train.fused_loss import (
     use_fused_loss,
 )
 from llava_more.train.packing import PackedCollator
-from llava_more.train.trainer import fingerprint
+from llava_more.train.trainer import fingerprint, train_stage
 from tests.test_train_helpers import bundle_weights, make_bundle, make_dataset, tiny_llava_for
 from tests.test_train_packing import loss_and_grads
 

@@ -15,8 +15,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from llava_more.model import BundleMeta, build_llava, get_llm, get_vision, save_bundle
-from llava_more.text import IMAGE_TOKEN, apply_template, get_template, train_demo_tokenizer
+from llava_more.model import get_llm, get_vision
+from llava_more.model.builder import build_llava
+from llava_more.model.bundle import BundleMeta, save_bundle
+from llava_more.text import IMAGE_TOKEN, get_template
+from llava_more.text.tokenizer import apply_template, train_demo_tokenizer
 
 LLM_ID = "llama3.1-8b"
 VISION_ID = "clip-l-336"

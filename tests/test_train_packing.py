@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from llava_more.errors import ConfigError, TrainingInterrupted
-from llava_more.model import build_llava, load_bundle
+from llava_more.model.builder import build_llava
+from llava_more.model.bundle import load_bundle
 from llava_more.model.varlen_attention import (
     BUCKET_RATIO,
     length_buckets,
@@ -20,12 +21,14 @@ from llava_more.model.varlen_attention import (
     segment_bounds,
     use_varlen_attention,
 )
-from llava_more.text import IGNORE_INDEX, IMAGE_TOKEN
-from llava_more.train import TrainConfig, train_stage
+from llava_more.text import IMAGE_TOKEN
+from llava_more.text.encode import IGNORE_INDEX
+from llava_more.train import TrainConfig
 from llava_more.train.checkpoints import COMPLETE_MARKER
 from llava_more.train.dataset import LlavaCollator
 from llava_more.train.packing import PackedCollator, pack_rows, packed_slots, padded_slots, training_inputs
 from llava_more.train.sampler import SeededGroupedSampler, TokenBudgetBatches, balanced_split
+from llava_more.train.trainer import train_stage
 from tests.test_train_helpers import bundle_weights, make_bundle, make_dataset, tiny_llava_for
 
 

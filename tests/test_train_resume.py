@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from llava_more.train import TrainConfig, train_stage
+from llava_more.train import TrainConfig
 from llava_more.train.checkpoints import COMPLETE_MARKER, check_complete, checkpoint_dirs
-from llava_more.train.trainer import INTERRUPTED_MARKER
+from llava_more.train.trainer import INTERRUPTED_MARKER, train_stage
 from tests.test_train_helpers import (
     bundle_weights,
     cli_env,

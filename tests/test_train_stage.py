@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from llava_more.errors import ConfigError, TrainingInterrupted
-from llava_more.train import TrainConfig, train_stage
+from llava_more.train import TrainConfig
 from llava_more.train.checkpoints import COMPLETE_MARKER, checkpoint_dirs
-from llava_more.train.trainer import INTERRUPTED_MARKER
+from llava_more.train.trainer import INTERRUPTED_MARKER, train_stage
 from tests.test_train_helpers import bundle_weights, make_bundle, make_dataset
 
 STAGE1 = TrainConfig(

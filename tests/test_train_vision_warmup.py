@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from llava_more.data import demo_world as world
-from llava_more.model import get_vision, load_bundle
+from llava_more.model import get_vision
+from llava_more.model.bundle import load_bundle
 from llava_more.train.vision_warmup import _labels, _patch_cells, warm_up_vision
 
 
@@ -60,7 +61,7 @@ def test_warm_up_learns_and_saves_a_loadable_encoder(tmp_path):
 
 def test_init_model_takes_the_warmed_encoder(tmp_path):
     from llava_more.model.initialize import init_model
-    from llava_more.text import train_demo_tokenizer
+    from llava_more.text.tokenizer import train_demo_tokenizer
 
     warm_up_vision("clip-l-336", tmp_path / "enc", steps=5, batch_size=4)
     train_demo_tokenizer(["a red circle", "what color is the square?"] * 20, tmp_path / "tok", 300)

@@ -12,8 +12,9 @@ import subprocess
 import pytest
 import torch
 
-from llava_more.train import TrainConfig, train_stage
+from llava_more.train import TrainConfig
 from llava_more.train.sampler import FixedSizeBatches, SeededGroupedSampler, TokenBudgetBatches
+from llava_more.train.trainer import train_stage
 from tests.test_train_helpers import (
     bundle_weights,
     cli_env,

@@ -3,29 +3,41 @@
 Every pipeline step is a sub-command. Each command module exposes ``register(subparsers)`` which
 adds its parsers and sets ``func`` on them; this file only wires them together and turns
 ``UserError`` into a one-line message with exit code 2.
+
+Command modules import torch, transformers and lmms-eval inside their handlers, never at the top,
+so that listing the commands and the light ones (``check-params``, the Snakefile's dry runs) start
+fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
+from llava_more.config import commands as config_commands
+from llava_more.data import commands as data_commands
+from llava_more.data.download import commands as download_commands
 from llava_more.errors import TrainingInterrupted, UserError
+from llava_more.eval import commands as eval_commands
+from llava_more.model import commands as model_commands
+from llava_more.pipeline import commands as pipeline_commands
+from llava_more.report import commands as report_commands
+from llava_more.text import commands as text_commands
+from llava_more.train import commands as train_commands
 
 # Modules that contribute sub-commands, in the order they appear in ``--help``.
-COMMAND_MODULES = [
-    "llava_more.config.commands",
-    "llava_more.text.commands",
-    "llava_more.data.commands",
-    "llava_more.model.commands",
-    "llava_more.train.commands",
-    "llava_more.eval.commands",
-    "llava_more.report.commands",
-    "llava_more.data.download.commands",
-    "llava_more.pipeline.commands",
-]
+COMMAND_MODULES = (
+    config_commands,
+    text_commands,
+    data_commands,
+    model_commands,
+    train_commands,
+    eval_commands,
+    report_commands,
+    download_commands,
+    pipeline_commands,
+)
 
 # Exit code that tells SLURM / Snakemake the job stopped cleanly on a signal and should be requeued.
 REQUEUE_EXIT_CODE = 75  # EX_TEMPFAIL
@@ -48,13 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llava-more", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # the module is not written yet: skip it
-                continue
-            raise
+    for module in COMMAND_MODULES:
         module.register(sub)
     return parser
 

@@ -12,6 +12,7 @@ The environment variable ``LLAVA_MORE_DEVICE`` (``auto``, ``cpu``, ``cuda``, ``c
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 from collections.abc import Mapping
@@ -93,6 +94,15 @@ def decide_device(
             )
         return DeviceChoice(requested, _cuda_description(index))
     raise UserError(f"device {requested!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--device`` option of a command that runs a model (``resolve_device`` decides ``auto``)."""
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when this job has a usable GPU, else the CPU), cpu, cuda[:N]",
+    )
 
 
 def resolve_device(

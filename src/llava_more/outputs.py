@@ -18,7 +18,6 @@ never deleted to make room.
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -29,8 +28,6 @@ from pathlib import Path
 from typing import IO
 
 from llava_more.errors import UserError
-
-log = logging.getLogger(__name__)
 
 PathArg = str | os.PathLike | None
 # One flag's value: a path, several paths (``--texts a.json b.json``), or None when not given.

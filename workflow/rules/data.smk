@@ -1,5 +1,7 @@
 # Datasets: generate (demo) or fetch (real), then validate into clean.json + quarantine.jsonl.
 
+from llava_more.data.demo_instruct import DEFAULT_MAX_TURNS
+
 DEMO_PRETRAIN = [n for n, src in PARAMS.pretrain_data.items() if src.source == "demo"]
 DEMO_WEB = [n for n, src in PARAMS.pretrain_data.items() if src.source == "demo-web"]
 DEMO_INSTRUCT = [n for n, src in PARAMS.instruct_data.items() if src.is_demo]
@@ -59,7 +61,7 @@ rule demo_instruct_data:
         size=lambda w: PARAMS.instruct_data[w.name].get("size"),
         seed=lambda w: PARAMS.instruct_data[w.name].get("seed"),
         mix=lambda w: mix_option(PARAMS.instruct_data[w.name].get("mix")),
-        turns=lambda w: PARAMS.instruct_data[w.name].get("max_turns", 3),
+        turns=lambda w: PARAMS.instruct_data[w.name].get("max_turns", DEFAULT_MAX_TURNS),
     log:
         "logs/data/instruct_{name}.log",
     shell:

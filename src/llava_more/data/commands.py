@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from llava_more.data.demo_instruct import DEFAULT_MAX_TURNS
 from llava_more.data.demo_pretrain import PRETRAIN_KINDS
 
 
@@ -82,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--mix", type=_mix, default=None, help="share of each conversation kind, e.g. short=0.5,existence=0.5"
     )
     instruct.add_argument(
-        "--max-turns", type=_positive, default=3, help="most question-answer turns per image"
+        "--max-turns", type=_positive, default=DEFAULT_MAX_TURNS, help="most question-answer turns per image"
     )
     instruct.set_defaults(func=_make_instruct)
 

@@ -31,9 +31,11 @@ from llava_more.data.demo_files import (
 from llava_more.data.demo_questions import QA, prompt_text
 from llava_more.data.demo_world import Scene
 from llava_more.errors import DataError
+from llava_more.text.templates import IMAGE_TOKEN
 
 IMAGE_SIZE = 96
-IMAGE_TOKEN = "<image>"
+# Most question-answer turns per image of the short-answer kinds, where params.yaml sets none.
+DEFAULT_MAX_TURNS = 3
 
 # Share of each conversation kind (sums to 1).
 MIX: dict[str, float] = {
@@ -60,7 +62,11 @@ _DETAIL_PROMPTS = (
 
 
 def generate_demo_instruct(
-    out_dir: str | Path, n: int, seed: int, mix: dict[str, float] | None = None, max_turns: int = 3
+    out_dir: str | Path,
+    n: int,
+    seed: int,
+    mix: dict[str, float] | None = None,
+    max_turns: int = DEFAULT_MAX_TURNS,
 ) -> DemoDataset:
     """Write ``n`` instruction-tuning conversations (LLaVA-665K layout) under ``out_dir``.
 
@@ -140,7 +146,7 @@ def _distinct(draw: Callable[[], QA], count: int) -> list[QA]:
     return list(seen.values())
 
 
-def _short_turns(scene: Scene, rng: random.Random, max_turns: int = 3) -> list[tuple[str, str]]:
+def _short_turns(scene: Scene, rng: random.Random, max_turns: int) -> list[tuple[str, str]]:
     def draw() -> QA:
         if rng.random() < 0.2:
             return demo_questions.existence_question(scene, rng)
@@ -149,12 +155,12 @@ def _short_turns(scene: Scene, rng: random.Random, max_turns: int = 3) -> list[t
     return [(prompt_text(qa), qa.answer) for qa in _distinct(draw, rng.randint(1, max_turns))]
 
 
-def _existence_turns(scene: Scene, rng: random.Random, max_turns: int = 3) -> list[tuple[str, str]]:
+def _existence_turns(scene: Scene, rng: random.Random, max_turns: int) -> list[tuple[str, str]]:
     qas = _distinct(lambda: demo_questions.existence_question(scene, rng), rng.randint(1, max_turns))
     return [(prompt_text(qa), qa.answer) for qa in qas]
 
 
-def _choice_turns(scene: Scene, rng: random.Random, max_turns: int = 3) -> list[tuple[str, str]]:
+def _choice_turns(scene: Scene, rng: random.Random, max_turns: int) -> list[tuple[str, str]]:
     qa = demo_questions.multiple_choice_question(scene, rng)
     layouts, weights = zip(*CHOICE_LAYOUTS, strict=True)
     language = rng.choices(layouts, weights)[0]
@@ -163,11 +169,11 @@ def _choice_turns(scene: Scene, rng: random.Random, max_turns: int = 3) -> list[
     return [(prompt_text(qa), qa.answer)]
 
 
-def _verify_turns(scene: Scene, rng: random.Random, max_turns: int = 3) -> list[tuple[str, str]]:
+def _verify_turns(scene: Scene, rng: random.Random, max_turns: int) -> list[tuple[str, str]]:
     return [(prompt_text(qa), qa.answer) for qa in demo_questions.verification_questions(scene, rng)]
 
 
-def _word_turns(scene: Scene, rng: random.Random, max_turns: int = 3) -> list[tuple[str, str]]:
+def _word_turns(scene: Scene, rng: random.Random, max_turns: int) -> list[tuple[str, str]]:
     qa = demo_questions.word_question(scene, rng)
     turns = [(prompt_text(qa), qa.answer)]
     follow_ups = _distinct(
@@ -176,12 +182,12 @@ def _word_turns(scene: Scene, rng: random.Random, max_turns: int = 3) -> list[tu
     return turns + [(prompt_text(f), f.answer) for f in follow_ups]
 
 
-def _conversation_turns(scene: Scene, rng: random.Random, max_turns: int = 3) -> list[tuple[str, str]]:
+def _conversation_turns(scene: Scene, rng: random.Random, max_turns: int) -> list[tuple[str, str]]:
     pool = _chat_pairs(scene, rng)
     return rng.sample(pool, min(len(pool), rng.randint(1, 3)))
 
 
-def _detail_turns(scene: Scene, rng: random.Random, max_turns: int = 3) -> list[tuple[str, str]]:
+def _detail_turns(scene: Scene, rng: random.Random, max_turns: int) -> list[tuple[str, str]]:
     return [(rng.choice(_DETAIL_PROMPTS), demo_captions.recap_caption(scene, rng))]
 
 

@@ -231,10 +231,6 @@ def shape_of_kind(scene: Scene, kind: str) -> Shape | None:
     return next((s for s in scene.shapes if s.kind == kind), None)
 
 
-def shape_of_color(scene: Scene, color: str) -> Shape | None:
-    return next((s for s in scene.shapes if s.color == color), None)
-
-
 def color_of(scene: Scene, kind: str) -> str | None:
     """Colour of the shape of ``kind``, or None when the scene has none."""
     shape = shape_of_kind(scene, kind)
@@ -257,10 +253,6 @@ def rightmost(scene: Scene) -> Shape | None:
 
 def topmost(scene: Scene) -> Shape | None:
     return _strict_extreme(scene, key=lambda s: s.row)
-
-
-def bottommost(scene: Scene) -> Shape | None:
-    return _strict_extreme(scene, key=lambda s: -s.row)
 
 
 def _strict_extreme(scene: Scene, key) -> Shape | None:

@@ -41,7 +41,7 @@ from PIL import ExifTags, Image, ImageCms, ImageFile, ImageOps, UnidentifiedImag
 
 from llava_more.errors import DataError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # Reason codes (validation's quarantine file uses them).
 BAD_IMAGE_FIELD = "bad_image_field"
@@ -186,7 +186,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
             image = ImageOps.exif_transpose(image)  # a transposed copy without the orientation tag
     except Exception as err:  # noqa: BLE001 (unreadable EXIF: show the picture as stored, as viewers do)
-        log.warning("%s: EXIF orientation unreadable (%s); using the image as stored", _label(image), err)
+        logger.warning("%s: EXIF orientation unreadable (%s); using the image as stored", _label(image), err)
     if image.mode == "RGB" and "transparency" not in image.info:
         return image
     if image.mode in _SIXTEEN_BIT_MODES or image.mode == "I":

@@ -49,10 +49,10 @@ from llava_more.data.llava_json import RawRecord, iter_raw_records
 from llava_more.errors import DataError
 from llava_more.outputs import OutputPathError, atomic_file, check_outputs
 from llava_more.text.control_tokens import records_spelling_control_tokens
+from llava_more.text.templates import IMAGE_TOKEN
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
-IMAGE_TOKEN = "<image>"
 ROLES = ("human", "gpt")
 
 # Reason codes written to the quarantine file.
@@ -165,7 +165,7 @@ def validate_dataset(
         control_token_text=records_spelling_control_tokens(clean),
     )
     if report.control_token_text:
-        log.warning(
+        logger.warning(
             "%s: %d records spell chat control tokens in their text (kept; they train as text): %s",
             json_path, len(report.control_token_text), dict(list(report.control_token_text.items())[:5]),
         )  # fmt: skip
@@ -180,7 +180,7 @@ def validate_dataset(
     if report_path is not None:
         with atomic_file(report_path) as handle:
             handle.write(json.dumps(report.to_dict(), indent=1) + "\n")
-    log.info(report.summary())
+    logger.info(report.summary())
     return report
 
 
@@ -314,7 +314,7 @@ def _check_images(
             relpaths = [raw_records[i].record["image"] for i in batch]
             yield from pool.map(lambda relpath: check_image(image_root, relpath, guard), relpaths)
             if len(indices) > _IMAGE_BATCH:
-                log.info("checked %d of %d images", min(start + _IMAGE_BATCH, len(indices)), len(indices))
+                logger.info("checked %d of %d images", min(start + _IMAGE_BATCH, len(indices)), len(indices))
 
 
 # ---------------------------------------------------------------------------------------------

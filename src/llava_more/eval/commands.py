@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 
+from llava_more.config.schema import EVAL_DTYPES, BenchmarkSuite
+from llava_more.device import add_device_argument, resolve_device
 from llava_more.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -29,7 +31,6 @@ def _make_benchmarks(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from llava_more.device import resolve_device
     from llava_more.eval.run import SCORES_FILE, run_lmms_eval
     from llava_more.outputs import check_outputs
 
@@ -83,18 +84,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--include-path", default=None, help="folder of local lmms-eval tasks (demo benchmarks)")
     p.add_argument("--out", required=True, help="folder for scores.json, lmms-eval's output and log")
     p.add_argument(
-        "--batch-size", type=int, default=1, help="questions per generate call (answers do not change)"
+        "--batch-size",
+        type=int,
+        default=BenchmarkSuite.batch_size,
+        help="questions per generate call (answers do not change)",
     )
     p.add_argument("--limit", type=float, default=None, help="documents per task (lmms-eval --limit)")
-    p.add_argument(
-        "--device",
-        default="auto",
-        help="auto (CUDA when this job has a usable GPU, else the CPU), cpu, cuda[:N]",
-    )
+    add_device_argument(p)
     p.add_argument(
         "--dtype",
         default="auto",
-        choices=("auto", "float32", "bfloat16", "float16"),
+        choices=EVAL_DTYPES,
         help="weights and compute on a GPU (auto: the bundle's saved dtype); the CPU uses float32",
     )
     p.add_argument("--max-new-tokens", type=int, default=None, help="cap on generated tokens per answer")
@@ -108,11 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--query", default=None, help="answer this one question and exit (default: interactive)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="cap on generated tokens per answer")
     p.add_argument("--temperature", type=float, default=0.0, help="0 decodes greedily; above 0 samples")
-    p.add_argument(
-        "--device",
-        default="auto",
-        help="auto (CUDA when this job has a usable GPU, else the CPU), cpu, cuda[:N]",
-    )
+    add_device_argument(p)
     p.add_argument("--dtype", default="auto", help="auto (the saved dtype), float32, bfloat16 or float16")
     quantized = p.add_mutually_exclusive_group()
     quantized.add_argument(

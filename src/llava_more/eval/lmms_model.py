@@ -1,10 +1,11 @@
 """``llava_more``: the lmms-eval model that evaluates one of our saved bundles.
 
-lmms-eval hands us requests built by its task code; we answer them the way the model was trained:
-the bundle's chat template renders the question with the generation prompt (ending with the
-assistant header), each image becomes ``<image>`` expanded to the bundle's image-token count, and
-images go through the bundle's own image processor (padded to a square with the mean colour when
-the model was instruction-tuned with ``image_aspect_ratio=pad``, as LLaVA-1.5 evaluates).
+lmms-eval hands us requests built by its task code; we answer them the way the model was trained,
+through ``llava_more.model.inference.BundlePrompter``: the bundle's chat template renders the
+question with the generation prompt (ending with the assistant header), each image becomes
+``<image>`` expanded to the bundle's image-token count, and images go through the bundle's own
+image processor (padded to a square with the mean colour when the model was instruction-tuned with
+``image_aspect_ratio=pad``, as LLaVA-1.5 evaluates).
 
 Batching is exact: prompts are LEFT-padded with an attention mask (generation) or right-padded
 (log-likelihood), decoding is greedy, and each row stops on its own, so ``--batch_size N`` returns
@@ -21,7 +22,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -29,13 +30,12 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from PIL import Image
 from tqdm import tqdm
-from transformers import StoppingCriteria, StoppingCriteriaList
 
 from llava_more.data.images import as_rgb
 from llava_more.errors import UserError
-from llava_more.model.preprocess import ASPECT_RATIOS, pixel_values
+from llava_more.model.inference import BundlePrompter, Prompt, pad
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 TIMING_PREFIX = "generate_until timing:"
 
 
@@ -53,38 +53,6 @@ def _log_info_to_stderr() -> None:
 
 # Used when a task gives no max_new_tokens (LLaVA's own VQA evaluation uses 128).
 DEFAULT_MAX_NEW_TOKENS = 128
-
-
-class _StopOnStrings(StoppingCriteria):
-    """Per-row stop when the generated text contains one of the task's ``until`` strings.
-
-    Returning one flag per row lets transformers finish rows independently (finished rows are
-    filled with padding), which is what keeps batched answers identical to single ones.
-    """
-
-    def __init__(self, tokenizer, prompt_length: int, stops: Sequence[str]):
-        self.tokenizer, self.prompt_length, self.stops = tokenizer, prompt_length, list(stops)
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
-        return torch.tensor([any(s in t for s in self.stops) for t in texts], device=input_ids.device)
-
-
-def stop_token_ids(tokenizer: Any, model: Any, stop_tokens: Sequence[str] = ()) -> list[int]:
-    """End-of-turn ids: the template's stop tokens, the tokenizer's EOS and the generation config's EOS."""
-    vocab = tokenizer.get_vocab()
-    candidates: list = [vocab.get(token) for token in stop_tokens]
-    for value in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
-        candidates.extend(value if isinstance(value, list) else [value])
-    return list(dict.fromkeys(int(t) for t in candidates if t is not None))
-
-
-def cut_at_stops(text: str, stops: Sequence[str]) -> str:
-    """The text before the first stop string (lmms-eval's ``until`` semantics)."""
-    for stop in stops:
-        if stop:
-            text = text.split(stop, 1)[0]
-    return text
 
 
 class LlavaMoreLMM(lmms):
@@ -118,44 +86,20 @@ class LlavaMoreLMM(lmms):
             raise UserError(f"--batch_size {batch_size!r}: llava_more needs a positive integer")
         self.max_new_tokens_cap = int(max_new_tokens) if max_new_tokens not in (None, "", "None") else None
 
-        from llava_more.model import load_bundle  # heavy: only when a run really uses the model
-
-        torch_dtype = getattr(torch, dtype, None) if dtype else None
-        if dtype and not isinstance(torch_dtype, torch.dtype):
-            raise UserError(f"dtype={dtype!r}: expected a torch dtype name such as float32 or bfloat16")
-        bundle = load_bundle(pretrained, device=device, dtype=torch_dtype)
+        self.prompter = BundlePrompter(pretrained, device, dtype, image_aspect_ratio=image_aspect_ratio)
         self.pretrained = pretrained
-        self.bundle = bundle
-        self._model = bundle.model.eval()
-        self._tokenizer = bundle.tokenizer
-        self.image_processor = bundle.image_processor
-        self.meta = bundle.meta
+        self.meta = self.prompter.meta
+        self.image_token_id = self.prompter.image_token_id
         self._device = torch.device(device)
-
-        aspect = image_aspect_ratio or getattr(self.meta, "image_aspect_ratio", None) or "pad"
-        if aspect not in ASPECT_RATIOS:
-            raise UserError(f"image_aspect_ratio={aspect!r}: expected one of {', '.join(ASPECT_RATIOS)}")
-        self.image_aspect_ratio = aspect
-
-        self.image_token_id = self._tokenizer.convert_tokens_to_ids(self.meta.image_token)
-        if self.image_token_id is None or self.image_token_id == self._tokenizer.unk_token_id:
-            raise UserError(
-                f"{pretrained}: the tokenizer has no token {self.meta.image_token!r} (llava_more.json "
-                "image_token); rebuild the bundle with the demo tokenizer or the LLM's tokenizer plus that token"
-            )
-        if self._tokenizer.pad_token_id is None:
-            raise UserError(f"{pretrained}: the tokenizer has no pad token; `apply_template` sets one")
-        self.stop_token_ids = self._stop_token_ids()
-        self.max_positions = self._max_positions()
 
     # ------------------------------------------------------------------ lmms-eval's interface
     @property
     def model(self):
-        return self._model
+        return self.prompter.model
 
     @property
     def tokenizer(self):
-        return self._tokenizer
+        return self.prompter.tokenizer
 
     @property
     def batch_size(self) -> int:
@@ -167,7 +111,7 @@ class LlavaMoreLMM(lmms):
 
     @property
     def eot_token_id(self) -> int:
-        return self.stop_token_ids[0]
+        return self.prompter.stop_token_ids[0]
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         answers: list[str | None] = [None] * len(requests)
@@ -184,7 +128,7 @@ class LlavaMoreLMM(lmms):
             prepared = [self._prepare(requests[i].args[0], *requests[i].args[2:]) for i in indices]
             prepare_s += time.perf_counter() - mark
             # Longest first: padding waste stays low, and an over-long prompt fails at once.
-            order = sorted(range(len(indices)), key=lambda k: -len(prepared[k][0]))
+            order = sorted(range(len(indices)), key=lambda k: -len(prepared[k][0].input_ids))
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
                 mark = time.perf_counter()
@@ -198,7 +142,7 @@ class LlavaMoreLMM(lmms):
                 progress.update(len(chunk))
         progress.close()
         # One line per call, for users and for benchmarks/eval_batching.py: where the time went.
-        log.info(
+        logger.info(
             "%s %d requests at batch %d: prepare %.3f s, generate %.3f s (%.1f samples/s)",
             TIMING_PREFIX, len(requests), self.batch_size, prepare_s, generate_s,
             len(requests) / max(generate_s, 1e-9),
@@ -219,7 +163,7 @@ class LlavaMoreLMM(lmms):
                     continuation = continuation[0]
                 visuals = self._visuals(doc_to_visual, doc, task, doc_id) if doc_to_visual else []
             prompt_ids, _ = self._prepare_text(context, len(visuals))
-            continuation_ids = self._tokenizer(str(continuation), add_special_tokens=False)["input_ids"]
+            continuation_ids = self.tokenizer(str(continuation), add_special_tokens=False)["input_ids"]
             if not continuation_ids:
                 raise UserError(
                     f"loglikelihood request with an empty continuation (context {context[:60]!r})"
@@ -260,124 +204,58 @@ class LlavaMoreLMM(lmms):
             as_rgb(item, f"task {task} doc {doc_id}", hint="fix or drop the benchmark image") for item in flat
         ]
 
-    def _prepare_text(self, context: str, num_images: int) -> tuple[list[int], str]:
-        """Token ids of the full generation prompt for ``context`` with ``num_images`` images.
+    def _prompt(self, context: str, num_images: int) -> Prompt:
+        """The full generation prompt for ``context`` with ``num_images`` images.
 
         The images go first in the user turn (one slot each, expanded to the bundle's image-token count);
         the context is text: an ``<image>`` or a control token it spells is tokenized as text.
         """
-        from llava_more.text import encode_prompt
+        return self.prompter.prompt([{"role": "user", "content": context}], num_images)
 
-        prompt = encode_prompt(
-            self._tokenizer,
-            self.meta.template,
-            [{"role": "user", "content": context}],
-            images=num_images,
-            num_image_tokens=self.meta.image_tokens,
-        )
+    def _prepare_text(self, context: str, num_images: int) -> tuple[list[int], str]:
+        """Token ids and text of the generation prompt for ``context`` (``_prompt``)."""
+        prompt = self._prompt(context, num_images)
         return prompt.input_ids, prompt.text
 
     def _pixel_values(self, images: list[Image.Image]) -> torch.Tensor | None:
-        if not images:
-            return None
-        values = pixel_values(self.image_processor, images, self.image_aspect_ratio)
-        return values.to(self._device, dtype=self._model.dtype)
+        return self.prompter.pixel_values(images)
 
-    def _prepare(self, context, doc_to_visual, doc_id, task, split) -> tuple[list[int], list[Image.Image]]:
+    def _prepare(self, context, doc_to_visual, doc_id, task, split) -> tuple[Prompt, list[Image.Image]]:
         doc = self.task_dict[task][split][doc_id]
         visuals = self._visuals(doc_to_visual, doc, task, doc_id) if doc_to_visual else []
-        ids, _ = self._prepare_text(context, len(visuals))
-        return ids, visuals
+        return self._prompt(context, len(visuals)), visuals
 
     # ------------------------------------------------------------------ the model
-    def _stop_token_ids(self) -> list[int]:
-        """End-of-turn ids: the template's stop tokens, the tokenizer's eos and the generation config's."""
-        from llava_more.text import get_template
-
-        template = get_template(self.meta.template, self._tokenizer)
-        ids = stop_token_ids(self._tokenizer, self._model, template.stop_tokens)
-        if not ids:
-            raise UserError(
-                f"{self.pretrained}: the tokenizer has no eos token, so generation could never stop"
-            )
-        self.template_stop_strings = list(template.stop_strings)
-        return ids
-
-    def _max_positions(self) -> int | None:
-        config = getattr(self._model.config, "text_config", self._model.config)
-        return getattr(config, "max_position_embeddings", None)
-
-    def _left_pad(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(s) for s in sequences)
-        pad = self._tokenizer.pad_token_id
-        ids = torch.full((len(sequences), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        for row, seq in enumerate(sequences):
-            ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-            mask[row, width - len(seq) :] = 1
-        return ids.to(self._device), mask.to(self._device)
-
-    def _generate(self, batch, gen_kwargs: dict, first: Instance) -> list[str]:
+    def _generate(
+        self, batch: list[tuple[Prompt, list[Image.Image]]], gen_kwargs: dict, first: Instance
+    ) -> list[str]:
+        task = first.args[4]
         until = gen_kwargs.get("until") or []
         until = [until] if isinstance(until, str) else list(until)
-        until += [s for s in self.template_stop_strings if s not in until]
+        until += [s for s in self.prompter.stop_strings if s not in until]
         if gen_kwargs.get("do_sample") or float(gen_kwargs.get("temperature", 0) or 0) > 0:
-            log.warning("task %s asks for sampling; llava_more decodes greedily", first.args[4])
+            logger.warning("task %s asks for sampling; llava_more decodes greedily", task)
         max_new = int(gen_kwargs.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS)
         if self.max_new_tokens_cap is not None:
             max_new = min(max_new, self.max_new_tokens_cap)
-        prompt_length = max(len(ids) for ids, _ in batch)
-        if self.max_positions is not None:
-            if prompt_length >= self.max_positions:
-                raise UserError(
-                    f"task {first.args[4]}: a prompt of {prompt_length} tokens does not fit the model's "
-                    f"{self.max_positions} positions; evaluate with a model of longer context"
-                )
-            max_new = min(max_new, self.max_positions - prompt_length)
-
-        input_ids, attention_mask = self._left_pad([ids for ids, _ in batch])
-        inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
-        pixel_values = self._pixel_values([image for _, images in batch for image in images])
-        if pixel_values is not None:
-            inputs["pixel_values"] = pixel_values
-        stopping = (
-            StoppingCriteriaList([_StopOnStrings(self._tokenizer, input_ids.shape[1], until)])
-            if until
-            else None
+        return self.prompter.answer(
+            [prompt for prompt, _ in batch],
+            [image for _, images in batch for image in images],
+            max_new_tokens=max_new,
+            stop_strings=until,
+            hint=f"evaluate task {task} with a model of longer context",
         )
-        with torch.inference_mode():
-            output = self._model.generate(
-                **inputs,
-                max_new_tokens=max_new,
-                do_sample=False,
-                num_beams=1,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                eos_token_id=self.stop_token_ids,
-                pad_token_id=self._tokenizer.pad_token_id,
-                stopping_criteria=stopping,
-            )
-        new_tokens = output[:, input_ids.shape[1] :]
-        texts = self._tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        return [cut_at_stops(text, until).strip() for text in texts]
 
     def _loglikelihood_batch(self, batch) -> list[tuple[float, bool]]:
         sequences = [prompt + continuation for prompt, continuation, _ in batch]
-        width = max(len(s) for s in sequences)
-        pad = self._tokenizer.pad_token_id
         # Right padding: real tokens keep positions 0..n-1, exactly as when scored alone.
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, seq in enumerate(sequences):
-            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-            mask[row, : len(seq)] = 1
+        ids, mask = pad(sequences, self.tokenizer.pad_token_id, side="right")
         inputs: dict[str, Any] = {"input_ids": ids.to(self._device), "attention_mask": mask.to(self._device)}
         pixel_values = self._pixel_values([image for _, _, images in batch for image in images])
         if pixel_values is not None:
             inputs["pixel_values"] = pixel_values
         with torch.inference_mode():
-            logits = self._model(**inputs).logits.float()
+            logits = self.model(**inputs).logits.float()
         log_probs = torch.log_softmax(logits, dim=-1)
         results = []
         for row, (prompt, continuation, _) in enumerate(batch):

@@ -29,9 +29,10 @@ from transformers.image_processing_utils import BaseImageProcessor
 import llava_more.model.llava  # noqa: F401  (registers llava_more with the Auto classes)
 from llava_more.errors import UserError
 from llava_more.outputs import atomic_dir
+from llava_more.text.templates import IMAGE_TOKEN
 
 META_FILE = "llava_more.json"
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class BundleMeta:
     s2_scales: list[int] | None
     template: str
     image_tokens: int
-    image_token: str = "<image>"
+    image_token: str = IMAGE_TOKEN
     image_aspect_ratio: str | None = None
     source: str | None = None
 
@@ -119,20 +120,44 @@ def save_bundle(
         try:
             llava_processor(model, tokenizer, image_processor, meta).save_pretrained(staging)
         except (ValueError, IndexError, TypeError) as err:  # e.g. a tokenizer without the image token
-            log.warning("no LlavaProcessor saved in %s: %s", out_dir, err)
+            logger.warning("no LlavaProcessor saved in %s: %s", out_dir, err)
         (staging / META_FILE).write_text(meta.to_json())
 
 
-def load_bundle(
-    path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None
-) -> Bundle:
-    """Load a bundle; ``dtype`` None keeps the saved dtype."""
+def load_preprocessing(
+    path: str | os.PathLike,
+) -> tuple[PreTrainedTokenizerBase, BaseImageProcessor, BundleMeta]:
+    """A bundle's tokenizer, image processor and metadata, without its weights."""
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"{path}: model bundle folder not found; run the step that creates it first")
     meta = BundleMeta.read(path)
-    kwargs: dict[str, Any] = {"dtype": dtype if dtype is not None else "auto"}
-    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    image_processor = AutoImageProcessor.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path), AutoImageProcessor.from_pretrained(path), meta
+
+
+def load_weights(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str | None = None,
+    quantization_config: Any = None,
+) -> LlavaForConditionalGeneration:
+    """A bundle's model; ``dtype`` None keeps the saved dtype. A ``quantization_config`` (bitsandbytes, a
+    GPU ``device``) loads the weights quantized, placed on ``device`` as they load."""
+    if quantization_config is not None:
+        return AutoModelForImageTextToText.from_pretrained(
+            path, quantization_config=quantization_config, device_map={"": device}
+        )
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype if dtype is not None else "auto")
+    return model.to(device)
+
+
+def load_bundle(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str | None = None,
+    quantization_config: Any = None,
+) -> Bundle:
+    """Load a bundle (``load_weights`` says what ``dtype`` and ``quantization_config`` do)."""
+    tokenizer, image_processor, meta = load_preprocessing(path)
+    model = load_weights(path, device, dtype, quantization_config)
     return Bundle(model=model, tokenizer=tokenizer, image_processor=image_processor, meta=meta)

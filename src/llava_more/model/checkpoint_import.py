@@ -52,8 +52,9 @@ from llava_more.model.llava import LlavaMoreConfig
 from llava_more.model.llm import get_llm, list_llms
 from llava_more.model.s2_scales import validate_s2_scales
 from llava_more.model.vision import VisionSpec, get_vision, list_visions
+from llava_more.text.templates import IMAGE_TOKEN
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # Original LLaVA model types (and class names) -> the transformers model type of their LLM.
 ORIGINAL_TEXT_TYPES = {
@@ -303,7 +304,7 @@ def import_checkpoint(
             f"checkpoint ({', '.join(k for k in ORIGINAL_TEXT_TYPES if k.islower())}, with mm_vision_tower) "
             "nor a transformers llava checkpoint"
         )
-    log.info(
+    logger.info(
         "imported %s -> %s (%s x %s, template %s)",
         source,
         out_dir,
@@ -331,7 +332,7 @@ def _template_for(llm_id: str, options: ImportOptions) -> str:
     base = get_llm(llm_id).template
     if base in ORIGINAL_SYSTEM_PROMPTS:
         return base + ORIGINAL_SUFFIX
-    log.warning("no published training prompt is known for %s; using the %s template", llm_id, base)
+    logger.warning("no published training prompt is known for %s; using the %s template", llm_id, base)
     return base
 
 
@@ -345,7 +346,8 @@ def _prepare_tokenizer(
     tokenizer: PreTrainedTokenizerBase, template_id: str, where: Path
 ) -> PreTrainedTokenizerBase:
     """The checkpoint's tokenizer configured for the template; its markers must already be there."""
-    from llava_more.text import apply_template, get_template
+    from llava_more.text import get_template
+    from llava_more.text.tokenizer import apply_template
 
     template = get_template(template_id)
     vocab = tokenizer.get_vocab()
@@ -366,7 +368,8 @@ def _check_own_template(
     LLaVA-MORE's Llama-3.1, R1 and Gemma-2 checkpoints were trained and evaluated through their
     tokenizer's own template, so the two must agree for the prompts to be the trained ones.
     """
-    from llava_more.text import IMAGE_TOKEN, generation_prompt, get_template
+    from llava_more.text import IMAGE_TOKEN, get_template
+    from llava_more.text.encode import generation_prompt
 
     own = getattr(base, "chat_template", None)
     if not own or not template_id.startswith(("llama3.1", "deepseek_r1", "gemma2")):
@@ -382,11 +385,11 @@ def _check_own_template(
     try:
         theirs = base.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     except Exception as err:  # a foreign Jinja template can fail in many ways
-        log.warning("the checkpoint's own chat template could not render a prompt (%s)", err)
+        logger.warning("the checkpoint's own chat template could not render a prompt (%s)", err)
         return
     ours = generation_prompt(tokenizer, template_id, question, has_image=True)
     if theirs != ours:
-        log.warning(
+        logger.warning(
             "the checkpoint's own chat template renders %r where %s renders %r; prompts differ from training",
             theirs[:300], template_id, ours[:300],
         )  # fmt: skip
@@ -409,7 +412,7 @@ def _vision_source(config: dict[str, Any], config_path: Path, options: ImportOpt
         return vision_id, named
     # A path on the machine that trained it: the encoder's own Hub id stands in for it.
     hub_id = get_vision(vision_id).hf_id
-    log.info("mm_vision_tower %s is not here; using %s", named, hub_id)
+    logger.info("mm_vision_tower %s is not here; using %s", named, hub_id)
     return vision_id, hub_id
 
 
@@ -433,7 +436,7 @@ def _s2_scales(
     if not config.get("s2"):
         return None
     if spec.family not in _S2_FAMILIES:
-        log.warning(
+        logger.warning(
             "%s: s2 is set, but the original code runs %s towers without S2; so does this import",
             config_path,
             spec.family,
@@ -455,7 +458,7 @@ def _image_processor(tower_source: str, spec: VisionSpec, size: str, scales: tup
     try:
         processor = AutoImageProcessor.from_pretrained(tower_source)
     except (OSError, ValueError):
-        log.warning("%s has no image processor config; using the %s recipe", tower_source, spec.id)
+        logger.warning("%s has no image processor config; using the %s recipe", tower_source, spec.id)
         return spec.image_processor(size, scales)
     if not scales:
         return processor
@@ -550,7 +553,7 @@ def _import_original(
     base_folder = folder
     if not any(k.startswith(("model.embed_tokens.", "model.layers.")) for k in own):
         base = options.llm_base or _existing_base(config) or get_llm(llm_id).hf_id
-        log.info("%s holds no LLM weights (a pretrain release); the LLM comes from %s", folder, base)
+        logger.info("%s holds no LLM weights (a pretrain release); the LLM comes from %s", folder, base)
         base_folder = resolve_checkpoint(base)
         for key, where in _index_tensors(_weight_files(base_folder)).items():
             tensors.setdefault(key, where)
@@ -560,7 +563,7 @@ def _import_original(
     base_tokenizer = _load_tokenizer(tokenizer_folder)
     tokenizer = _prepare_tokenizer(base_tokenizer, template_id, tokenizer_folder)
     _check_own_template(base_tokenizer, tokenizer, template_id)
-    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     checkpoint_vocab = text_config.vocab_size
 
     config_out = llava_config(
@@ -763,7 +766,7 @@ def _import_native(
     _check_s2(options.expect_s2, None, config_path)
     template_id = _template_for(llm_id, options)
     tokenizer = _prepare_tokenizer(_load_tokenizer(folder), template_id, folder)
-    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     if image_token_id != model.config.image_token_id:
         raise UserError(
             f"{config_path}: image_token_index {model.config.image_token_id} is not the tokenizer's "

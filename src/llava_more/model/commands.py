@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from llava_more.model.llm import list_llms
+from llava_more.model.llm import SIZES, list_llms
 from llava_more.model.vision import list_visions
 
 _TABLE_COLUMNS = (
@@ -134,7 +134,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     models.add_argument("--params", default="params.yaml", type=Path)
     models.add_argument("--all", action="store_true", help="every registered LLM x encoder pair (no S2)")
-    models.add_argument("--size", default="real", choices=("real", "tiny"))
+    models.add_argument("--size", default="real", choices=SIZES)
     models.add_argument(
         "--backbones",
         action="store_true",
@@ -161,7 +161,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     init.add_argument(
         "--s2-scales", type=int, nargs="+", metavar="PX", help="explicit S2 scales (implies --s2)"
     )
-    init.add_argument("--size", required=True, choices=("tiny", "real"))
+    init.add_argument("--size", required=True, choices=SIZES)
     init.add_argument(
         "--tokenizer",
         default=None,

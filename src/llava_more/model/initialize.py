@@ -18,7 +18,7 @@ from llava_more.model.vision import get_vision
 from llava_more.outputs import check_replaceable
 from llava_more.text.templates import ChatTemplate
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def load_tokenizer(tokenizer_dir: str | Path) -> PreTrainedTokenizerBase:
@@ -101,7 +101,8 @@ def init_model(
     variant without a default system prompt; the bundle records that template id, so training,
     evaluation and chat all render the same prompts.
     """
-    from llava_more.text import IMAGE_TOKEN, apply_template
+    from llava_more.text import IMAGE_TOKEN
+    from llava_more.text.tokenizer import apply_template
 
     llm, vision = get_llm(llm_id), get_vision(vision_id)
     check_size(size)
@@ -160,5 +161,5 @@ def init_model(
         image_token=IMAGE_TOKEN,
     )
     save_bundle(out_dir, model, tokenizer, vision.image_processor(size, scales), meta)
-    log.info("wrote %s (%s, %s)", out_dir, model.config.model_type, meta)
+    logger.info("wrote %s (%s, %s)", out_dir, model.config.model_type, meta)
     return meta

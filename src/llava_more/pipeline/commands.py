@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from llava_more.device import add_device_argument, decide_device, gpus_given
+from llava_more.pipeline.cost import GPUS, Assumptions
+
 
 def _dvc_yaml(args: argparse.Namespace) -> int:
     from llava_more.config import load_params
@@ -46,8 +49,6 @@ def _device(args: argparse.Namespace) -> int:
     import json
     import os
 
-    from llava_more.device import decide_device, gpus_given
-
     choice = decide_device(args.device, purpose=args.purpose)
     print(
         json.dumps({"device": choice.device, "reason": choice.reason, "gpus_given": gpus_given(os.environ)})
@@ -59,9 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "device", help="the device this job's model commands would use, and why (what the scheduler gave it)"
     )
-    p.add_argument(
-        "--device", default="auto", help="auto, cpu, cuda or cuda:N (as the model commands take it)"
-    )
+    add_device_argument(p)
     p.add_argument("--purpose", default="this job", help="what the job is, for the message")
     p.set_defaults(func=_device)
     p = sub.add_parser("dvc-yaml", help="generate dvc.yaml (every study's stages) from the Snakemake DAG")
@@ -89,7 +88,8 @@ def _plan(args: argparse.Namespace) -> int:
     import json
 
     from llava_more.config import load_params
-    from llava_more.pipeline.plan import Assumptions, plan_study, render_table
+    from llava_more.pipeline.plan import plan_study
+    from llava_more.pipeline.plan_table import render_table
 
     assumptions = Assumptions(
         gpu=args.gpu,
@@ -109,8 +109,6 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def register_plan(sub: argparse._SubParsersAction) -> None:
-    from llava_more.pipeline.plan import GPUS, Assumptions
-
     d = Assumptions()
     p = sub.add_parser(
         "plan",

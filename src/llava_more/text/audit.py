@@ -23,7 +23,7 @@ from llava_more.text.encode import IGNORE_INDEX, resolve_template
 from llava_more.text.render import to_turns
 from llava_more.text.templates import ChatTemplate
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # Records audited before a stage trains (all of them when the set is smaller).
 AUDIT_SAMPLE = 256
@@ -120,5 +120,5 @@ def audit_dataset(dataset: Any, *, sample: int = AUDIT_SAMPLE, seed: int = 0) ->
             max_length=dataset.max_length,
             record=f"{dataset.source.json_path}: record {record.get('id', index)!r}",
         )
-    log.info("loss-mask audit: %d of %d samples supervise exactly their replies", count, len(dataset))
+    logger.info("loss-mask audit: %d of %d samples supervise exactly their replies", count, len(dataset))
     return count

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,5 +43,5 @@ def make_tokenizer(args: argparse.Namespace) -> int:
     texts = read_corpus(args.texts)
     with atomic_dir(args.out, signature="tokenizer.json") as staging:
         tokenizer = train_demo_tokenizer(texts, staging, args.vocab_size)
-    log.info("trained a %d-token tokenizer on %d texts into %s", len(tokenizer), len(texts), args.out)
+    logger.info("trained a %d-token tokenizer on %d texts into %s", len(tokenizer), len(texts), args.out)
     return 0

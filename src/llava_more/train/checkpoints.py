@@ -6,7 +6,8 @@ DeepSpeed shards), so a job killed while saving leaves a half-written folder. A 
 finished writing; the marker lists each file with its size, so a folder whose marker is missing or whose
 files were truncated afterwards is recognised as broken, skipped with a warning, and the previous
 complete checkpoint is used. A checkpoint serves only the run that wrote it: the marker records
-the run's ``fingerprint`` (stage, recipe, data, initial model).
+the run's ``fingerprint`` (stage, recipe, data, initial model), and ``choose_checkpoint`` resumes the
+newest complete checkpoint of this very run, setting aside those of another.
 
 The finished model is exported to ``<work dir>/final`` (with a marker too) and then placed at the
 rule's output by hard links: the output is complete the moment it appears (one rename) and costs no
@@ -32,6 +33,7 @@ import logging
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +141,7 @@ def rotate(work_dir: str | Path, keep: int) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-# ---------------------------------------------------------------------------- fingerprint
+# ---------------------------------------------------------------------------- which run a checkpoint serves
 
 
 def _file_identity(path: Path) -> list[int]:
@@ -169,6 +171,36 @@ def fingerprint_changes(written: dict[str, Any], expected: dict[str, Any]) -> li
     changed = [key for key in ("stage", "recipe", "data", "init") if written.get(key) != expected.get(key)]
     old, new = written.get("recipe", {}), expected.get("recipe", {})
     return changed + sorted(f"recipe.{key}" for key in set(old) | set(new) if old.get(key) != new.get(key))
+
+
+def choose_checkpoint(work_dir: Path, expected: dict[str, Any], is_main: bool) -> Path | None:
+    """The newest complete checkpoint of this very run, or None to start from the initial model.
+
+    The main process removes broken checkpoints newer than it, and moves checkpoints written by a
+    different run (other recipe, data or initial model) to ``stale/`` rather than resuming them.
+    """
+    checkpoint = find_resume_checkpoint(work_dir)
+    if checkpoint is not None:
+        written = read_marker(checkpoint).get("fingerprint", {})
+        if written.get("digest") != expected["digest"]:
+            changed = fingerprint_changes(written, expected)
+            if is_main:
+                stale = (
+                    work_dir
+                    / "stale"
+                    / f"{written.get('digest', 'unknown')}-{time.strftime('%Y%m%d-%H%M%S')}"
+                )
+                stale.mkdir(parents=True)
+                for _, folder in checkpoint_dirs(work_dir):
+                    folder.rename(stale / folder.name)
+                logger.warning(
+                    "%s: its checkpoints come from a different run (%s differ); moved them to %s and "
+                    "starting over", work_dir, ", ".join(changed) or "fingerprint", stale,
+                )  # fmt: skip
+            return None
+    if is_main:
+        remove_unusable(work_dir, keep=checkpoint)
+    return checkpoint
 
 
 # ---------------------------------------------------------------------------- the finished model

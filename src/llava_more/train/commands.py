@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from llava_more.train.config import TrainConfig
     from llava_more.train.launch import LaunchPlan
 
-logger = logging.getLogger("llava_more.train")
+logger = logging.getLogger(__name__)
 
 # ``llava_more.model.bundle.META_FILE``, named here so that the launching process need not import transformers.
 BUNDLE_META_FILE = "llava_more.json"

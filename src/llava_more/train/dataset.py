@@ -1,6 +1,6 @@
 """Training samples: a LLaVA JSON dataset turned into ``input_ids`` / ``labels`` / ``pixel_values``.
 
-Text goes through ``llava_more.text.encode_conversation`` with the stage's template (``plain`` in
+Text goes through ``llava_more.text.encode.encode_conversation`` with the stage's template (``plain`` in
 stage 1, the LLM's chat template in stage 2), images through the bundle's image processor, either
 resized as they are (``square``) or first padded to a square with the processor's mean colour
 (``pad``, LLaVA-1.5's ``expand2square``).
@@ -30,7 +30,8 @@ from torch.utils.data import Dataset
 
 from llava_more.errors import DataError
 from llava_more.model.preprocess import mean_colour, pixel_values
-from llava_more.text import IGNORE_INDEX, IMAGE_TOKEN, SampleTooLong, encode_conversation
+from llava_more.text import IMAGE_TOKEN
+from llava_more.text.encode import IGNORE_INDEX, SampleTooLong, encode_conversation
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def with_image_token(conversations: Sequence[dict], has_image: bool) -> list[dic
 class LlavaTrainDataset(Dataset):
     """Items: ``{"input_ids", "labels"[, "pixel_values"]}`` tensors for one kept record of ``source``.
 
-    ``source`` is a ``llava_more.data.LlavaJsonDataset`` (records in ``.records``, decoded items by
+    ``source`` is a ``llava_more.data.llava_json.LlavaJsonDataset`` (records in ``.records``, decoded items by
     index). ``lengths`` are token counts, negative for text-only samples (modality-aware grouping).
     """
 

@@ -25,7 +25,7 @@ from torch import nn
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.models.llava.modeling_llava import LlavaCausalLMOutputWithPast
 
-from llava_more.text import IGNORE_INDEX
+from llava_more.text.encode import IGNORE_INDEX
 
 # Logit elements per chunk: 2**25 float32 values are 128 MiB of working memory, whatever the vocabulary.
 CHUNK_ELEMENTS = 2**25

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from llava_more.text import IGNORE_INDEX
+from llava_more.text.encode import IGNORE_INDEX
 
 
 def supervised_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 from transformers.integrations import TensorBoardCallback
 
-logger = logging.getLogger("llava_more.train")
+logger = logging.getLogger(__name__)
 
 
 def stdout_is_terminal() -> bool:

@@ -21,42 +21,40 @@ import math
 import os
 import shutil
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from transformers import PreTrainedModel, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.utils import logging as hf_logging
 
 from llava_more.device import resolve_device
 from llava_more.errors import ConfigError, TrainingInterrupted, UserError
-from llava_more.model.varlen_attention import restore_attention, use_varlen_attention
 from llava_more.train.checkpoints import (
     FINAL_DIR,
     INTERRUPTED_MARKER,
     checkpoint_dirs,
-    find_resume_checkpoint,
+    choose_checkpoint,
     fingerprint,
-    fingerprint_changes,
     keep_export,
     mark_complete,
     place_export,
-    read_marker,
-    remove_unusable,
     reuse_finished,
     rotate,
 )
 from llava_more.train.config import BatchSplit, TrainConfig, split_batch
 from llava_more.train.dataset import LlavaCollator, LlavaTrainDataset
 from llava_more.train.deepspeed import deepspeed_config
-from llava_more.train.fused_loss import chunk_rows_for, restore_plain_loss, use_fused_loss
 from llava_more.train.packing import PackedCollator, training_inputs
+from llava_more.train.patches import training_patches
 from llava_more.train.progress import PlainLogLines, stdout_is_terminal, tensorboard_callback
 from llava_more.train.sampler import FixedSizeBatches, StepBatches, TokenBudgetBatches
 from llava_more.train.signals import STOP_FILE_ENV, StopRequest, stop_on_signals
 
-logger = logging.getLogger("llava_more.train")
+logger = logging.getLogger(__name__)
 
 STAGE1_TEMPLATE = "plain"
 ONE_ROW = 1 << 40  # a packed-row budget no micro-batch reaches
@@ -134,9 +132,22 @@ def world_size_from_env() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def training_arguments(cfg: TrainConfig, work_dir: Path, split: BatchSplit) -> TrainingArguments:
+def join_processes(on_gpu: bool) -> PartialState:
+    """This job's processes, joined (one process group when it has several) as the Trainer's arguments
+    join them, so that they can share the data scan before those arguments exist.
+
+    Building the arguments resets accelerate's state and joins the same group again: read what is
+    needed of the returned state before that.
+    """
+    if on_gpu:
+        return PartialState(timeout=timedelta(seconds=TrainingArguments.ddp_timeout))
+    return PartialState(cpu=True)
+
+
+def training_arguments(
+    cfg: TrainConfig, work_dir: Path, split: BatchSplit, on_gpu: bool
+) -> TrainingArguments:
     """TrainingArguments for ``cfg``: mixed precision, TF32 and checkpointing only where a GPU is."""
-    on_gpu = resolve_device(log=False).startswith("cuda")
     if not on_gpu and (cfg.precision != "fp32" or cfg.tf32 or cfg.gradient_checkpointing):
         logger.info(
             "no GPU: training in fp32 without tf32 or gradient checkpointing (protocol asks %s)",
@@ -175,38 +186,8 @@ def training_arguments(cfg: TrainConfig, work_dir: Path, split: BatchSplit) -> T
     )
 
 
-def choose_checkpoint(work_dir: Path, expected: dict[str, Any], is_main: bool) -> Path | None:
-    """The newest complete checkpoint of this very run, or None to start from the initial model.
-
-    The main process removes broken checkpoints newer than it, and moves checkpoints written by a
-    different run (other recipe, data or initial model) to ``stale/`` rather than resuming them.
-    """
-    checkpoint = find_resume_checkpoint(work_dir)
-    if checkpoint is not None:
-        written = read_marker(checkpoint).get("fingerprint", {})
-        if written.get("digest") != expected["digest"]:
-            changed = fingerprint_changes(written, expected)
-            if is_main:
-                stale = (
-                    work_dir
-                    / "stale"
-                    / f"{written.get('digest', 'unknown')}-{time.strftime('%Y%m%d-%H%M%S')}"
-                )
-                stale.mkdir(parents=True)
-                for _, folder in checkpoint_dirs(work_dir):
-                    folder.rename(stale / folder.name)
-                logger.warning(
-                    "%s: its checkpoints come from a different run (%s differ); moved them to %s and "
-                    "starting over", work_dir, ", ".join(changed) or "fingerprint", stale,
-                )  # fmt: skip
-            return None
-    if is_main:
-        remove_unusable(work_dir, keep=checkpoint)
-    return checkpoint
-
-
 def build_model(stage: int, cfg: TrainConfig, bundle: Any) -> torch.nn.Module:
-    from llava_more.model import freeze_for_stage
+    from llava_more.model.freezing import freeze_for_stage
 
     counts = freeze_for_stage(bundle.model, stage)
     logger.info(
@@ -307,7 +288,7 @@ class CheckpointOnStop(TrainerCallback):
 def export_bundle(trainer: Trainer, bundle: Any, out_dir: Path) -> None:
     """Write the trained model (LoRA merged, ZeRO-3 shards gathered) with the bundle's tokenizer,
     image processor and metadata, atomically, from the main process."""
-    from llava_more.model import save_bundle
+    from llava_more.model.bundle import save_bundle
     from llava_more.train.lora import merge_lora
 
     model = trainer.model
@@ -350,8 +331,8 @@ def train_stage(
     SIGUSR1 or SIGINT it saves a checkpoint at the next optimizer step and raises
     ``TrainingInterrupted`` (the CLI exits 75); a second SIGINT ends the process at once.
     """
-    from llava_more.data import LlavaJsonDataset
-    from llava_more.model import load_bundle
+    from llava_more.data.llava_json import LlavaJsonDataset
+    from llava_more.model.bundle import Bundle, load_preprocessing, load_weights
     from llava_more.text.audit import audit_dataset
 
     if stage not in (1, 2):
@@ -369,35 +350,27 @@ def train_stage(
         if world_size == 1 and reuse_finished(work_dir, out_dir, expected):
             return
         split = split_batch(cfg.global_batch, cfg.per_device_batch, world_size)
-        args = training_arguments(cfg, work_dir, split)  # also sets up the process group
-        if cfg.deepspeed != "none":
-            # ZeRO-3 partitions weights while the bundle loads (deepspeed.zero.Init), which reads the
-            # world size from deepspeed.comm: without this it sees 1 on CPU and rejects the batch sizes.
-            import deepspeed
-
-            deepspeed.init_distributed(dist_backend="nccl" if resolve_device(log=False) != "cpu" else "gloo")
-        is_main = args.process_index == 0
+        on_gpu = resolve_device(log=False).startswith("cuda")
+        # The Trainer's arguments take over this state when they are built, after the data scan.
+        processes = join_processes(on_gpu)
+        rank, is_main = processes.process_index, processes.is_main_process
         if is_main:
             work_dir.mkdir(parents=True, exist_ok=True)
             (work_dir / INTERRUPTED_MARKER).unlink(missing_ok=True)
-            if not cfg.micro_tokens:  # with a token budget, the split is known once the data is scanned
-                logger.info("stage %d: %s", stage, split.describe(cfg.global_batch, world_size))
 
-        bundle = load_bundle(init_dir, device="cpu", dtype=torch.float32)
-        model = build_model(stage, cfg, bundle)
-        template = STAGE1_TEMPLATE if stage == 1 else bundle.meta.template
-        if bundle.tokenizer.pad_token_id is None:
+        tokenizer, image_processor, meta = load_preprocessing(init_dir)
+        template = STAGE1_TEMPLATE if stage == 1 else meta.template
+        if tokenizer.pad_token_id is None:
             raise UserError(
                 f"{init_dir}: the bundle's tokenizer has no pad token; rebuild it with apply_template()"
             )
-
-        with args.main_process_first(desc="dataset scan and checkpoint choice"):
+        with processes.local_main_process_first():  # the scan is cached: the others read it
             dataset = LlavaTrainDataset(
                 LlavaJsonDataset(data_json, image_root),
-                bundle.tokenizer,
-                bundle.image_processor,
+                tokenizer,
+                image_processor,
                 template_id=template,
-                num_image_tokens=bundle.meta.image_tokens,
+                num_image_tokens=meta.image_tokens,
                 max_length=cfg.max_length,
                 image_aspect_ratio=cfg.image_aspect_ratio,
                 cache_dir=work_dir,
@@ -405,76 +378,75 @@ def train_stage(
             resume = choose_checkpoint(work_dir, expected, is_main)
         # Refuses to start when a supervised span is not exactly a reply plus its end-of-turn (names the record).
         audit_dataset(dataset)
-        batches = step_batches(cfg, dataset.lengths, split, world_size, args.process_index)
+        batches = step_batches(cfg, dataset.lengths, split, world_size, rank)
         if cfg.micro_tokens:
+            # Accumulation is fixed by the data, and DeepSpeed's configuration (filled from the arguments)
+            # must agree with what the trainer does. The per-device batch there is nominal; the token
+            # budget decides each micro-batch's samples.
             accumulation = batches.grad_accum
-            # Accumulation is fixed by the data: the arguments are rebuilt so that DeepSpeed's
-            # configuration (filled from them) agrees with what the trainer does. The per-device
-            # batch there is nominal; the token budget decides each micro-batch's samples.
-            nominal = math.ceil(cfg.global_batch / (world_size * accumulation))
-            args = training_arguments(cfg, work_dir, BatchSplit(nominal, accumulation))
-            if is_main:
+            split = BatchSplit(math.ceil(cfg.global_batch / (world_size * accumulation)), accumulation)
+        args = training_arguments(cfg, work_dir, split, on_gpu)
+        if cfg.deepspeed != "none":
+            # ZeRO-3 partitions weights while the model loads (deepspeed.zero.Init, configured by the
+            # arguments), which reads the world size from deepspeed.comm: without this it sees 1 on CPU
+            # and rejects the batch sizes.
+            import deepspeed
+
+            deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
+        bundle = Bundle(
+            load_weights(init_dir, device="cpu", dtype=torch.float32), tokenizer, image_processor, meta
+        )
+        model = build_model(stage, cfg, bundle)
+        if is_main:
+            if cfg.micro_tokens:
                 logger.info(
                     "stage %d: global batch %d = %d micro-batch(es) per step x %d device(s), each within "
-                    "the token budget of %d (%.1f samples on average)", stage, cfg.global_batch, accumulation,
-                    world_size, cfg.micro_tokens, cfg.global_batch / (world_size * accumulation),
+                    "the token budget of %d (%.1f samples on average)", stage, cfg.global_batch,
+                    split.grad_accum, world_size, cfg.micro_tokens,
+                    cfg.global_batch / (world_size * split.grad_accum),
                 )  # fmt: skip
-        if is_main:
+            else:
+                logger.info("stage %d: %s", stage, split.describe(cfg.global_batch, world_size))
             logger.info("stage %d: %s", stage, batches.describe())
-        if is_main:
             logger.info("%d training samples (%s, template %s)", len(dataset), data_json, template)
             logger.info("resuming from %s" if resume else "starting from %s", resume or init_dir)
 
-        collator = make_collator(cfg, bundle.tokenizer.pad_token_id, dataset.placeholder_sample())
-        # Packed rows need attention that reads sample boundaries from position ids: flash-attention
-        # does; SDPA and eager get the variable-length wrapper (varlen_attention.py) for the whole run (gradient
-        # checkpointing recomputes attention during backward, so a per-call switch would not do).
-        replaced_attention = use_varlen_attention(bundle.model) if cfg.packing else None
-        if cfg.packing and is_main:
-            logger.info(
-                "packed rows; LLM attention: %s", bundle.model.config.get_text_config()._attn_implementation
+        collator = make_collator(cfg, tokenizer.pad_token_id, dataset.placeholder_sample())
+        with training_patches(bundle.model, packing=cfg.packing, fused_loss=cfg.fused_loss) as patched:
+            for line in patched if is_main else ():
+                logger.info(line)
+            on_signal = CheckpointOnStop(request)
+            callbacks = [
+                CompleteCheckpoints(work_dir, cfg.keep_checkpoints, {"fingerprint": expected}),
+                on_signal,
+                tensorboard_callback(work_dir),
+            ]
+            trainer = LlavaTrainer(
+                model=model,
+                args=args,
+                train_dataset=dataset,
+                data_collator=collator,
+                callbacks=callbacks,
+                global_batch=cfg.global_batch,
+                batches=batches,
             )
-        if cfg.fused_loss:
-            use_fused_loss(bundle.model)  # before the Trainer wraps the model (DeepSpeed hooks its modules)
-            if is_main:
-                logger.info(
-                    "LM head and loss: fused, chunked (%d positions per chunk)",
-                    chunk_rows_for(bundle.model.config.get_text_config().vocab_size),
-                )
-        on_signal = CheckpointOnStop(request)
-        callbacks = [
-            CompleteCheckpoints(work_dir, cfg.keep_checkpoints, {"fingerprint": expected}),
-            on_signal,
-            tensorboard_callback(work_dir),
-        ]
-        trainer = LlavaTrainer(
-            model=model,
-            args=args,
-            train_dataset=dataset,
-            data_collator=collator,
-            callbacks=callbacks,
-            global_batch=cfg.global_batch,
-            batches=batches,
-        )
-        if not stdout_is_terminal():
-            trainer.remove_callback(PrinterCallback)
-            trainer.add_callback(PlainLogLines())
+            if not stdout_is_terminal():
+                trainer.remove_callback(PrinterCallback)
+                trainer.add_callback(PlainLogLines())
 
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
-        finished = trainer.state.global_step >= trainer.state.max_steps
-        if on_signal.stopped_at_step is not None and not finished:
-            if is_main:
-                (work_dir / INTERRUPTED_MARKER).write_text(
-                    f"{request.signal_name} at step {trainer.state.global_step}\n"
+            finished = trainer.state.global_step >= trainer.state.max_steps
+            if on_signal.stopped_at_step is not None and not finished:
+                if is_main:
+                    (work_dir / INTERRUPTED_MARKER).write_text(
+                        f"{request.signal_name} at step {trainer.state.global_step}\n"
+                    )
+                _barrier()
+                raise TrainingInterrupted(
+                    f"stopped on {request.signal_name} after step {trainer.state.global_step}/{trainer.state.max_steps}; "
+                    f"checkpoint saved in {work_dir}, the next start resumes from it"
                 )
-            _barrier()
-            raise TrainingInterrupted(
-                f"stopped on {request.signal_name} after step {trainer.state.global_step}/{trainer.state.max_steps}; "
-                f"checkpoint saved in {work_dir}, the next start resumes from it"
-            )
-        restore_attention(bundle.model, replaced_attention)
-        restore_plain_loss(bundle.model)
         staged = work_dir / f"{FINAL_DIR}.new"
         export_bundle(trainer, bundle, staged)
         if is_main:

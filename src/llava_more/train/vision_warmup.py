@@ -28,7 +28,7 @@ from llava_more.data import demo_world as world
 from llava_more.model import get_vision
 from llava_more.outputs import atomic_dir, check_replaceable
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 RENDER_SIZE = 96  # the demo data's image size
 REPORT_FILE = "warmup.json"  # written beside the encoder: what the warm-up did
@@ -133,7 +133,7 @@ def warm_up_vision(
         if step % 10 == 0 or step == steps:
             history.append({"step": step, "loss": round(loss.item(), 4)})
         if step % 50 == 0 or step == steps:
-            log.info("warm-up %s: step %d/%d loss %.4f", vision_id, step, steps, loss.item())
+            logger.info("warm-up %s: step %d/%d loss %.4f", vision_id, step, steps, loss.item())
     report = {
         "vision": vision_id,
         "steps": steps,

@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-logger = logging.getLogger("llava_more.train")
+logger = logging.getLogger(__name__)
 
 LOCK_NAME = "stage.lock"
 _BUSY = (errno.EACCES, errno.EAGAIN)

@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from llava_more.device import add_device_argument, resolve_device
 from llava_more.errors import ConfigError
 from llava_more.outputs import atomic_dir, check_outputs
 
@@ -165,12 +166,8 @@ def _fetch_twin(args: argparse.Namespace) -> int:
 
 
 def _recaption(args: argparse.Namespace) -> int:
-    import torch
-
     from llava_more.data.download.recaption import DEFAULT_PROMPT, recaption
-    from llava_more.device import resolve_device
 
-    dtype = getattr(torch, args.dtype) if args.dtype else None
     device = resolve_device(args.device, purpose="recaptioning")
     # The output folder is also the resumable state (captions.jsonl), so it is written in place; its
     # data.json and manifest.json are replaced atomically once every caption is there.
@@ -186,7 +183,7 @@ def _recaption(args: argparse.Namespace) -> int:
         prompt=args.prompt or DEFAULT_PROMPT,
         max_new_tokens=args.max_new_tokens,
         device=device,
-        dtype=dtype,
+        dtype=args.dtype,
     )
     print(json.dumps({**result.manifest, "captioned_now": result.captioned}, indent=1))
     return 0
@@ -253,8 +250,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     recap.add_argument("--batch-size", type=_positive, default=8)
     recap.add_argument("--max-new-tokens", type=_positive, default=128)
     recap.add_argument("--prompt", default=None, help="captioning prompt (default: Recap-DataComp's)")
-    recap.add_argument(
-        "--device", default="auto", help="auto (CUDA when this job has a usable GPU, else the CPU), cpu, cuda[:N]"
-    )
+    add_device_argument(recap)
     recap.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"))
     recap.set_defaults(func=_recaption)

@@ -1,6 +1,6 @@
 """Demo twins of LAION-558K and Recap-DataComp-558K that take the real download path, offline.
 
-A demo pre-training set (``llava_more.data.generate_demo_pretrain``, kind ``alttext`` or
+A demo pre-training set (``llava_more.data.demo_pretrain.generate_demo_pretrain``, kind ``alttext`` or
 ``recap``) is served by a local HTTP server; its metadata parquet lists the images' URLs with the
 caption in the real set's column (``caption`` like LAION, ``re_caption`` like Recap-DataComp), plus
 dead links (404s and a refused port) as on the web. ``fetch_web_subset`` then draws, downloads
@@ -50,7 +50,9 @@ def write_twin_metadata(
     demo_dir, out_path = Path(demo_dir), Path(out_path)
     records = [r for r in read_records(demo_dir / DATA_JSON) if r.get("image")]
     if server.root != (demo_dir / IMAGES_DIR).resolve():
-        raise DataError(f"the server serves {server.root}, not the demo set's image root {demo_dir / IMAGES_DIR}")
+        raise DataError(
+            f"the server serves {server.root}, not the demo set's image root {demo_dir / IMAGES_DIR}"
+        )
     rows = [(server.url_for(r["image"]), r["conversations"][-1]["value"]) for r in records]
     refused = closed_port_url("")  # nothing listens there
     dead = round(len(records) * dead_fraction)
@@ -67,7 +69,7 @@ def write_twin_metadata(
 
 def _demo_source(work: Path, kind: str, n: int, seed: int) -> Path:
     """The served demo set (reused when one of the same kind, size and seed is already there)."""
-    from llava_more.data import generate_demo_pretrain
+    from llava_more.data.demo_pretrain import generate_demo_pretrain
 
     source = work / "demo-source"
     manifest = source / MANIFEST_JSON
@@ -103,18 +105,32 @@ def fetch_demo_web(
         parts = {}
         for offset, part in enumerate(("alttext", "recap")):
             fetch_demo_web(
-                work / part / "raw", kind=part, size=size, seed=seed + offset, work_dir=work / part / "download",
-                oversample=oversample, pool_factor=pool_factor, dead_fraction=dead_fraction, settings=settings,
+                work / part / "raw",
+                kind=part,
+                size=size,
+                seed=seed + offset,
+                work_dir=work / part / "download",
+                oversample=oversample,
+                pool_factor=pool_factor,
+                dead_fraction=dead_fraction,
+                settings=settings,
             )
             parts[part] = work / part / "raw"
         return mix_datasets(parts, out, size=size, seed=seed)
     if kind not in TWIN_CAPTION_FIELDS:
-        raise DataError(f"demo web twin: kind {kind!r} has no web-crawled counterpart; use alttext, recap or mix")
+        raise DataError(
+            f"demo web twin: kind {kind!r} has no web-crawled counterpart; use alttext, recap or mix"
+        )
     source = _demo_source(work, kind, math.ceil(size * pool_factor), seed)
     caption_field = TWIN_CAPTION_FIELDS[kind]
     with serve_directory(source / IMAGES_DIR) as server:
         write_twin_metadata(
-            source, server, work / METADATA_FILE, caption_field=caption_field, seed=seed, dead_fraction=dead_fraction
+            source,
+            server,
+            work / METADATA_FILE,
+            caption_field=caption_field,
+            seed=seed,
+            dead_fraction=dead_fraction,
         )
         result = fetch_web_subset(
             out,

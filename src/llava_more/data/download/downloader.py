@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from llava_more.errors import DataError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 OUTPUT_FORMATS = ("files", "webdataset")
 SHARD_NAME_DIGITS = 5  # img2dataset's default oom_shard_count
@@ -109,7 +109,7 @@ def _reconcile(folder: Path, state_path: Path, hashes: list[str], settings: Down
         previous = None
     if previous is None or previous.get("settings") != settings.fingerprint():
         if folder.exists():
-            log.info("%s: settings changed or unknown; downloading every shard again", folder)
+            logger.info("%s: settings changed or unknown; downloading every shard again", folder)
             shutil.rmtree(folder)
     else:
         old = previous.get("shards", [])
@@ -131,9 +131,9 @@ def download_candidates(candidates_path: Path, folder: Path, settings: DownloadS
     _reconcile(folder, folder.parent / STATE_FILE, hashes, settings)
     todo = missing_shards(folder, len(hashes))
     if not todo:
-        log.info("%s: all %d shards already downloaded", folder, len(hashes))
+        logger.info("%s: all %d shards already downloaded", folder, len(hashes))
         return 0
-    log.info("%s: downloading %d of %d shards with img2dataset", folder, len(todo), len(hashes))
+    logger.info("%s: downloading %d of %d shards with img2dataset", folder, len(todo), len(hashes))
     _run_img2dataset(candidates_path, folder, settings)
     still = missing_shards(folder, len(hashes))
     if still:

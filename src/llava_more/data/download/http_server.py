@@ -43,11 +43,6 @@ class LocalServer:
         with self._lock:
             self.hits[path] = self.hits.get(path, 0) + 1
 
-    @property
-    def total_hits(self) -> int:
-        with self._lock:
-            return sum(self.hits.values())
-
 
 class _CountingHandler(SimpleHTTPRequestHandler):
     """Serves files like ``python -m http.server``, counts requests and keeps quiet."""

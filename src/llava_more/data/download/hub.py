@@ -33,7 +33,7 @@ from llava_more.data.download.layout import (
 )
 from llava_more.errors import DataError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 LCS_JSON = "blip_laion_cc_sbu_558k.json"
 LCS_IMAGES_ZIP = "images.zip"
@@ -89,7 +89,9 @@ def _read_records(json_path: Path) -> list[dict]:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{json_path}: not a readable LLaVA JSON file ({err}); download it again") from None
     if not isinstance(records, list):
-        raise DataError(f"{json_path}: a LLaVA JSON file must be a list of records, got {type(records).__name__}")
+        raise DataError(
+            f"{json_path}: a LLaVA JSON file must be a list of records, got {type(records).__name__}"
+        )
     return records
 
 
@@ -170,7 +172,9 @@ def fetch_llava_pretrain(
     else:
         extracted = work / LCS_IMAGES_DIR
         result = extract_archive(zip_path, extracted)
-        log.info("%s: %d files extracted into %s (%d new)", zip_path, result.files, extracted, result.written)
+        logger.info(
+            "%s: %d files extracted into %s (%d new)", zip_path, result.files, extracted, result.written
+        )
         image_root = _find_image_root(extracted, image_paths)
     _spot_check(image_root, image_paths, json_path)
     link_path(image_root, out / IMAGES_DIR)
@@ -225,7 +229,9 @@ def fetch_llava_instruct(
     """
     out, work = Path(out_dir), Path(work_dir) if work_dir else Path(out_dir).parent / "download"
     reset_outputs(out)
-    root = Path(image_root) if image_root is not None else (Path(local_path) if local_path is not None else None)
+    root = (
+        Path(image_root) if image_root is not None else (Path(local_path) if local_path is not None else None)
+    )
     if root is None:
         folders = "; ".join(f"{folder}: {source}" for folder, source in INSTRUCT_IMAGE_SOURCES.items())
         raise DataError(
@@ -233,13 +239,18 @@ def fetch_llava_instruct(
             f"local_path to it. Folders: {folders}"
         )
     if not root.is_dir():
-        raise DataError(f"{root}: pre-staged image root not found; set local_path to the folder holding coco/, gqa/ ...")
+        raise DataError(
+            f"{root}: pre-staged image root not found; set local_path to the folder holding coco/, gqa/ ..."
+        )
     staged_json = Path(local_path) / json_name if local_path is not None else None
     if staged_json is not None and staged_json.is_file():
         json_path, origin = staged_json, "pre-staged"
         link_path(json_path, out / DATA_JSON)
     else:
-        json_path, origin = hub_download(HubFile(hf_dataset, json_name, revision), work / "hub", endpoint), "hub"
+        json_path, origin = (
+            hub_download(HubFile(hf_dataset, json_name, revision), work / "hub", endpoint),
+            "hub",
+        )
         link_or_copy(json_path, out / DATA_JSON)
     records = _read_records(json_path)
     image_paths = _image_paths(records)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import glob
 import itertools
-import logging
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,15 +28,12 @@ import pyarrow.parquet as pq
 
 from llava_more.errors import DataError
 
-log = logging.getLogger(__name__)
-
 HF_PREFIX = "hf://datasets/"
 # Indices are drawn in blocks of this many; fixed so that the stream is the same whatever is asked.
 DRAW_BLOCK = 4096
 URL_COLUMN = "url"
 # Other names the same caption goes by in LAION-style metadata.
 CAPTION_ALIASES = {"caption": ("TEXT", "text"), "TEXT": ("caption",), "text": ("caption", "TEXT")}
-CANDIDATE_COLUMNS = ("rank", "sample_id", "url", "caption")
 
 
 @dataclass(frozen=True)
@@ -84,12 +80,16 @@ def _hub_parquet(repo_id: str, pattern: str, work_dir: Path, endpoint: str | Non
     return sorted(p for p in local.rglob("*.parquet") if ".cache" not in p.parts)
 
 
-def locate_metadata(metadata: str, work_dir: Path, base_dir: Path = Path("."), endpoint: str | None = None) -> list[Path]:
+def locate_metadata(
+    metadata: str, work_dir: Path, base_dir: Path = Path("."), endpoint: str | None = None
+) -> list[Path]:
     """The parquet files named by ``metadata`` (see the module docstring), in sorted order."""
     if metadata.startswith(HF_PREFIX):
         parts = metadata[len(HF_PREFIX) :].split("/", 2)
         if len(parts) < 3 or not parts[2]:
-            raise DataError(f"metadata {metadata!r}: expected hf://datasets/<owner>/<name>/<glob of parquet files>")
+            raise DataError(
+                f"metadata {metadata!r}: expected hf://datasets/<owner>/<name>/<glob of parquet files>"
+            )
         files = _hub_parquet(f"{parts[0]}/{parts[1]}", parts[2], work_dir, endpoint)
     else:
         local = Path(metadata) if Path(metadata).is_absolute() else base_dir / metadata

@@ -1,9 +1,9 @@
 """Dense re-captioning of an image set with a multimodal model (how Recap-DataComp was made).
 
-The captioner is one of our trained bundles (``llava_more.model.load_bundle``: its own chat
-template, image processor and image-token count) or any Hugging Face image-text-to-text model
-(``AutoModelForImageTextToText`` + ``AutoProcessor``, prompt from the processor's chat template).
-Decoding is greedy and batched with left padding.
+The captioner is one of our trained bundles or any Hugging Face image-text-to-text model, prompted
+through ``llava_more.model.inference`` as chat and evaluation prompt them (a bundle: its own chat
+template, image-token count and image preparation; another model: its processor and chat template).
+Decoding is greedy and batched with left padding: a batch captions as one image at a time does.
 
 Resumable: each finished batch is appended to ``captions.jsonl`` (flushed and synced) and a rerun
 skips the ids already there, so a killed job loses at most one batch. The result is a Recap-style
@@ -34,11 +34,14 @@ from llava_more.data.download.layout import (
 )
 from llava_more.data.llava_json import image_path, open_image, read_records
 from llava_more.errors import DataError, UserError
+from llava_more.model.inference import BundlePrompter, ProcessorPrompter, Prompter, is_bundle
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # The prompt Recap-DataComp-1B used with its LLaVA-1.5-LLaMA3-8B captioner.
 DEFAULT_PROMPT = "Please generate a detailed caption of this image. Please be as descriptive as possible."
+DEFAULT_BATCH_SIZE = 8
+DEFAULT_MAX_NEW_TOKENS = 128
 DONE_FILE = "captions.jsonl"
 
 
@@ -48,102 +51,36 @@ class Captioner(Protocol):
     def caption(self, images: Sequence[Image.Image], prompt: str, max_new_tokens: int) -> list[str]: ...
 
 
-def _left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-        mask[row, width - len(seq) :] = 1
-    return ids, mask
+class Captioning(Prompter):
+    """A prompter that captions: one user turn, ``prompt`` after the image slot."""
+
+    def caption(self, images: Sequence[Image.Image], prompt: str, max_new_tokens: int) -> list[str]:
+        # The image slot is the template's; the prompt's own text stays text.
+        one = self.prompt([{"role": "user", "content": prompt}], images=1)
+        return self.answer([one] * len(images), images, max_new_tokens=max_new_tokens)
 
 
-class BundleCaptioner:
-    """One of our bundles, prompted with its own template and ``<image>`` expanded to its token count."""
+class BundleCaptioner(Captioning, BundlePrompter):
+    """One of our bundles (named in the manifest by its folder's name)."""
 
-    def __init__(self, path: Path, device: str = "cpu", dtype: torch.dtype | None = None):
-        from llava_more.model import load_bundle
-        from llava_more.text import get_template
-
-        bundle = load_bundle(path, device=device, dtype=dtype)
-        self.name = path.name
-        self.model = bundle.model.eval()
-        self.tokenizer, self.image_processor, self.meta = bundle.tokenizer, bundle.image_processor, bundle.meta
-        vocab = self.tokenizer.get_vocab()
-        template = get_template(self.meta.template, self.tokenizer)
-        stops = [vocab.get(t) for t in template.stop_tokens] + [self.tokenizer.eos_token_id]
-        self.stop_ids = list(dict.fromkeys(t for t in stops if t is not None))
-        if self.tokenizer.pad_token_id is None:
-            raise UserError(f"{path}: the bundle's tokenizer has no pad token; rebuild it with apply_template")
+    def __init__(self, path: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = None):
+        super().__init__(path, device, dtype)
+        self.name = self.path.name
 
     def _prompt_ids(self, prompt: str) -> list[int]:
-        from llava_more.text import encode_prompt
-
-        # The image slot is the template's; the prompt's own text stays text.
-        turns = [{"role": "user", "content": prompt}]
-        return encode_prompt(
-            self.tokenizer, self.meta.template, turns, images=1, num_image_tokens=self.meta.image_tokens
-        ).input_ids
-
-    def caption(self, images: Sequence[Image.Image], prompt: str, max_new_tokens: int) -> list[str]:
-        ids, mask = _left_pad([self._prompt_ids(prompt)] * len(images), self.tokenizer.pad_token_id)
-        pixels = self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
-        with torch.inference_mode():
-            output = self.model.generate(
-                input_ids=ids.to(self.model.device),
-                attention_mask=mask.to(self.model.device),
-                pixel_values=pixels.to(self.model.device, dtype=self.model.dtype),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                num_beams=1,
-                eos_token_id=self.stop_ids or None,
-                pad_token_id=self.tokenizer.pad_token_id,
-            )
-        return [t.strip() for t in self.tokenizer.batch_decode(output[:, ids.shape[1] :], skip_special_tokens=True)]
+        return self.prompt([{"role": "user", "content": prompt}], images=1).input_ids
 
 
-class HubCaptioner:
+class HubCaptioner(Captioning, ProcessorPrompter):
     """A Hugging Face image-text-to-text model (a Hub id or a local folder)."""
 
-    def __init__(self, model_id: str, device: str = "cpu", dtype: torch.dtype | None = None):
-        from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        try:
-            self.processor = AutoProcessor.from_pretrained(model_id)
-            self.model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=dtype or "auto").to(device).eval()
-        except (OSError, ValueError) as err:
-            raise UserError(
-                f"captioning model {model_id!r} could not be loaded ({err}); give a llava-more bundle folder or a "
-                f"Hugging Face image-text-to-text model id/folder"
-            ) from None
-        self.name = model_id
-        self.processor.tokenizer.padding_side = "left"  # generation continues from the right end
-
-    def caption(self, images: Sequence[Image.Image], prompt: str, max_new_tokens: int) -> list[str]:
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
-        inputs = self.processor(images=list(images), text=[text] * len(images), padding=True, return_tensors="pt")
-        inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        tokenizer = self.processor.tokenizer
-        with torch.inference_mode():
-            output = self.model.generate(
-                **inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-            )
-        new = output[:, inputs["input_ids"].shape[1] :]
-        return [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
-
-
-def load_captioner(model: str | Path, device: str = "cpu", dtype: torch.dtype | None = None) -> Captioner:
+def load_captioner(
+    model: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = None
+) -> Captioner:
     """A bundle when ``model`` is a folder with ``llava_more.json``, else a Hugging Face model."""
-    from llava_more.model.bundle import META_FILE
-
-    path = Path(model)
-    if (path / META_FILE).is_file():
-        return BundleCaptioner(path, device, dtype)
-    return HubCaptioner(str(model), device, dtype)
+    kind = BundleCaptioner if is_bundle(model) else HubCaptioner
+    return kind(str(model), device, dtype)
 
 
 def read_done(done_path: Path) -> dict[str, str]:
@@ -183,18 +120,20 @@ def recaption(
     image_root: str | Path,
     out_dir: str | Path,
     *,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     prompt: str = DEFAULT_PROMPT,
-    max_new_tokens: int = 128,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     device: str = "cpu",
-    dtype: torch.dtype | None = None,
+    dtype: str | torch.dtype | None = None,
 ) -> RecaptionResult:
     """Caption every image record of ``json_path`` and write the Recap-style dataset under ``out_dir``."""
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
     out, image_root = Path(out_dir), Path(image_root)
     if not image_root.is_dir():
-        raise DataError(f"{image_root}: image root not found; pass the folder the JSON's image paths are relative to")
+        raise DataError(
+            f"{image_root}: image root not found; pass the folder the JSON's image paths are relative to"
+        )
     records = [r for r in read_records(json_path) if r.get("image")]
     ids = [str(r.get("id")) for r in records]
     if len(set(ids)) != len(ids):
@@ -204,7 +143,12 @@ def recaption(
     _trim_partial_line(done_path)
     done = read_done(done_path)
     todo = [r for r in records if str(r.get("id")) not in done]
-    log.info("recaption: %d records, %d already captioned, %d to go", len(records), len(records) - len(todo), len(todo))
+    logger.info(
+        "recaption: %d records, %d already captioned, %d to go",
+        len(records),
+        len(records) - len(todo),
+        len(todo),
+    )
 
     captioner = model if hasattr(model, "caption") else load_captioner(model, device, dtype)  # type: ignore[arg-type]
     batches = 0
@@ -220,7 +164,7 @@ def recaption(
                 done[str(record.get("id"))] = caption
             handle.flush()
             os.fsync(handle.fileno())
-            log.info("recaption: batch %d/%d", batches, math.ceil(len(todo) / batch_size))
+            logger.info("recaption: batch %d/%d", batches, math.ceil(len(todo) / batch_size))
 
     reset_outputs(out)
     link_path(image_root, out / IMAGES_DIR)

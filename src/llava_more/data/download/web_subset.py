@@ -47,7 +47,7 @@ from llava_more.data.download.layout import (
 from llava_more.data.download.metadata import draw_candidates, locate_metadata, open_pool
 from llava_more.errors import DataError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 DEFAULT_OVERSAMPLE = 1.5
 MAX_FAILURE_MESSAGES = 50
@@ -61,13 +61,22 @@ _REASONS = [
     (re.compile(r"HTTP Error (\d+)"), lambda m: f"http_{m.group(1)}"),
     (re.compile(r"Connection refused"), lambda m: "connection_refused"),
     (re.compile(r"timed? ?out", re.IGNORECASE), lambda m: "timeout"),
-    (re.compile(r"Name or service not known|nodename nor servname|getaddrinfo|No address", re.I), lambda m: "dns"),
+    (
+        re.compile(r"Name or service not known|nodename nor servname|getaddrinfo|No address", re.I),
+        lambda m: "dns",
+    ),
     (re.compile(r"SSL|CERTIFICATE", re.IGNORECASE), lambda m: "ssl"),
-    (re.compile(r"Connection reset|Remote end closed|RemoteDisconnected", re.I), lambda m: "connection_reset"),
+    (
+        re.compile(r"Connection reset|Remote end closed|RemoteDisconnected", re.I),
+        lambda m: "connection_reset",
+    ),
     (re.compile(r"X-Robots-Tag"), lambda m: "disallowed_by_x_robots_tag"),
     (re.compile(r"Image decoding error|cannot identify image"), lambda m: "not_an_image"),
     (re.compile(r"!buf\.empty\(\)"), lambda m: "empty_response"),  # OpenCV on a 0-byte body
-    (re.compile(r"image too small|image area too large|aspect ratio too large"), lambda m: "filtered_by_size"),
+    (
+        re.compile(r"image too small|image area too large|aspect ratio too large"),
+        lambda m: "filtered_by_size",
+    ),
     (re.compile(re.escape(UNDECODABLE)), lambda m: "undecodable"),
 ]
 
@@ -122,7 +131,9 @@ def _use_prestaged(out: Path, local_path: Path) -> dict:
     link_path(local_path / DATA_JSON, out / DATA_JSON)
     link_path(local_path / IMAGES_DIR, out / IMAGES_DIR)
     records = json.loads((local_path / DATA_JSON).read_text(encoding="utf-8"))
-    return finish_layout(out, {"source": "web-subset", "origin": "pre-staged", "counts": {"records": len(records)}})
+    return finish_layout(
+        out, {"source": "web-subset", "origin": "pre-staged", "counts": {"records": len(records)}}
+    )
 
 
 def fetch_web_subset(
@@ -168,7 +179,9 @@ def fetch_web_subset(
     shard_count = math.ceil(candidates.table.num_rows / settings.shard_size)
     results = read_results(folder, shard_count)
     if [r.rank for r in results] != list(range(candidates.table.num_rows)):
-        raise DataError(f"{folder}: img2dataset's results do not cover every candidate; delete {folder} and rerun")
+        raise DataError(
+            f"{folder}: img2dataset's results do not cover every candidate; delete {folder} and rerun"
+        )
     _check_stats(folder, results, shard_count)
 
     captions = candidates.table.column("caption").to_pylist()
@@ -253,8 +266,14 @@ def fetch_web_subset(
         "counts": counts,
         "skipped_metadata": candidates.skipped,
         "failures": dict(sorted(reasons.items())),
-        "failure_messages": dict(sorted(messages.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_FAILURE_MESSAGES]),
+        "failure_messages": dict(
+            sorted(messages.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_FAILURE_MESSAGES]
+        ),
     }
     manifest = finish_layout(out, manifest, records)
-    log.info("%s: kept %d of %d tried (%s)", out, len(records), len(results), dict(sorted(reasons.items())))
-    return WebSubsetResult(manifest, {sample_ids[rank]: outcome for rank, outcome in sorted(outcomes.items())}, shards_downloaded)
+    logger.info(
+        "%s: kept %d of %d tried (%s)", out, len(records), len(results), dict(sorted(reasons.items()))
+    )
+    return WebSubsetResult(
+        manifest, {sample_ids[rank]: outcome for rank, outcome in sorted(outcomes.items())}, shards_downloaded
+    )
