@@ -53,7 +53,10 @@ def probe(model_dir: str | Path, n: int = 64, seed: int = 5) -> dict[str, float]
         for _ in range(n):
             scene = world.random_scene(rng)
             qa = ask(scene, rng)
-            turns = [{"from": "human", "value": "<image>\n" + questions.prompt_text(qa)}, {"from": "gpt", "value": qa.answer}]
+            turns = [
+                {"from": "human", "value": "<image>\n" + questions.prompt_text(qa)},
+                {"from": "gpt", "value": qa.answer},
+            ]
             encoded = encode_conversation(tokenizer, turns, bundle.meta.template,
                                           num_image_tokens=bundle.meta.image_tokens, max_length=512)  # fmt: skip
             image = pixel_values(bundle.image_processor, [world.render_scene(scene, 96)], "pad")[0]
@@ -81,7 +84,9 @@ def train_longer(start: str, out: Path, epochs: float, kinds: list[str] | None) 
         data = out / "subset.json"
         out.mkdir(parents=True, exist_ok=True)
         data.write_text(json.dumps(records))
-    cfg = TrainConfig.from_protocol(load_params("params.yaml").protocols["demo"].stage2).replace(epochs=epochs)
+    cfg = TrainConfig.from_protocol(load_params("params.yaml").protocols["demo"].stage2).replace(
+        epochs=epochs
+    )
     shutil.rmtree(out / "model", ignore_errors=True)
     train_stage(2, start, data, INSTRUCT / "raw" / "images", out / "model", out / "work", cfg)
     return out / "model"
@@ -92,7 +97,9 @@ def main() -> None:
     ap.add_argument("--model", help="a trained bundle to probe")
     ap.add_argument("--train-from", help="a bundle to train stage 2 from (the demo protocol, --epochs)")
     ap.add_argument("--epochs", type=float, default=2)
-    ap.add_argument("--kinds", help="train only on these conversation kinds of the demo mix (comma-separated)")
+    ap.add_argument(
+        "--kinds", help="train only on these conversation kinds of the demo mix (comma-separated)"
+    )
     ap.add_argument("--out", default="/tmp/demo-learning")
     args = ap.parse_args()
     torch.set_num_threads(1)

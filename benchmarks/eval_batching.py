@@ -21,7 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-TIMING = re.compile(r"generate_until timing: (\d+) requests at batch (\d+): prepare ([\d.]+) s, generate ([\d.]+) s")
+TIMING = re.compile(
+    r"generate_until timing: (\d+) requests at batch (\d+): prepare ([\d.]+) s, generate ([\d.]+) s"
+)
 
 
 def evaluate(
@@ -38,7 +40,11 @@ def evaluate(
     found = [m.groups() for m in TIMING.finditer(log)]
     if not found:
         sys.exit(f"no generate_until timing line in {out / 'lmms_eval.log'}")
-    return (sum(int(n) for n, *_ in found), sum(float(p) for *_, p, _ in found), sum(float(g) for *_, g in found))
+    return (
+        sum(int(n) for n, *_ in found),
+        sum(float(p) for *_, p, _ in found),
+        sum(float(g) for *_, g in found),
+    )
 
 
 def answers(out: Path) -> dict[tuple[str, int], str]:
@@ -81,13 +87,17 @@ def main() -> None:
     base = results[sizes[0]]
     rate = {b: statistics.median(n / g for n, _, g in rows[b]) for b in sizes}
     print(f"{args.repeats} repeat(s); generation samples/s is the median over repeats")
-    print("| batch | samples | prepare s | generate s (each repeat) | generation samples/s | speed-up | answers identical to batch 1 |")
+    print(
+        "| batch | samples | prepare s | generate s (each repeat) | generation samples/s | speed-up | answers identical to batch 1 |"
+    )
     print("|---:|---:|---:|---|---:|---:|---|")
     for b in sizes:
         n = rows[b][0][0]
         prepare = statistics.median(p for _, p, _ in rows[b])
         gens = ", ".join(f"{g:.2f}" for *_, g in rows[b])
-        print(f"| {b} | {n} | {prepare:.2f} | {gens} | {rate[b]:.1f} | {rate[b] / rate[sizes[0]]:.2f}x | {results[b] == base} |")
+        print(
+            f"| {b} | {n} | {prepare:.2f} | {gens} | {rate[b]:.1f} | {rate[b] / rate[sizes[0]]:.2f}x | {results[b] == base} |"
+        )
 
 
 if __name__ == "__main__":

@@ -43,7 +43,9 @@ def main() -> None:
     )
     ap.add_argument("--global-batch", type=int, default=32)
     ap.add_argument(
-        "--micro", default="32,16,8", help="splits to compare: N, packed:N, budget:T (the first is the baseline)"
+        "--micro",
+        default="32,16,8",
+        help="splits to compare: N, packed:N, budget:T (the first is the baseline)",
     )
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument(

@@ -88,7 +88,9 @@ SOURCES_665K = (
 )
 
 
-def sample_lengths_665k(n: int, rng: random.Random, image_tokens: int, max_length: int) -> list[tuple[int, int, bool]]:
+def sample_lengths_665k(
+    n: int, rng: random.Random, image_tokens: int, max_length: int
+) -> list[tuple[int, int, bool]]:
     """``n`` samples as (total tokens, supervised tokens, has image), drawn by the mix's counts."""
     weights = [s.count for s in SOURCES_665K]
     out = []
@@ -124,7 +126,9 @@ def sample_lengths_demo(n: int, rng: random.Random, image_tokens: int) -> list[t
     from llava_more.train.dataset import with_image_token
 
     tokenizer = apply_template(AutoTokenizer.from_pretrained("runs/demo/tokenizer"), "llama3.1")
-    data = LlavaJsonDataset("data/instruct/demo-instruct/clean.json", "data/instruct/demo-instruct/raw/images")
+    data = LlavaJsonDataset(
+        "data/instruct/demo-instruct/clean.json", "data/instruct/demo-instruct/raw/images"
+    )
     out = []
     for record in rng.sample(data.records, min(n, len(data.records))):
         has_image = record.get("image") is not None
@@ -176,7 +180,12 @@ def step_flops(model, stage: int, lengths: list[tuple[int, int, bool]], image_to
     images = sum(1 for _, _, i in lengths if i)
     per_token_llm = (6 if stage == 2 else 4) * llm
     attention = sum(12 * text.num_hidden_layers * text.hidden_size * t * (t + 1) / 2 for t, _, _ in lengths)
-    return per_token_llm * tokens + attention + 6 * projector * images * image_tokens + 2 * vision * images * image_tokens
+    return (
+        per_token_llm * tokens
+        + attention
+        + 6 * projector * images * image_tokens
+        + 2 * vision * images * image_tokens
+    )
 
 
 def micro_batch_plans(signed: list[int], args) -> tuple[list[list[int]], dict[str, list[list[list[int]]]]]:
@@ -211,7 +220,9 @@ def padding_report(plans: dict, lengths: list[tuple[int, int, bool]], args) -> d
               "micro_batches_per_step": {}}  # fmt: skip
     for name in ("padded", "packed", "packed-budget"):
         if name in plans:
-            used = sum(slots(name, [lengths[i][0] for i in mb], row_tokens) for st in plans[name] for mb in st)
+            used = sum(
+                slots(name, [lengths[i][0] for i in mb], row_tokens) for st in plans[name] for mb in st
+            )
             report["padding_fraction"][name] = round(1 - real / used, 4)
             report["micro_batches_per_step"][name] = round(statistics.mean(map(len, plans[name])), 2)
     return report
@@ -226,18 +237,29 @@ def main() -> None:
     ap.add_argument("--lengths", choices=("665k", "demo"), default="665k")
     ap.add_argument("--per-device", type=int, default=16, help="samples per micro-batch")
     ap.add_argument("--group", type=int, default=128, help="length-grouping group (the global batch)")
-    ap.add_argument("--row-tokens", type=int, default=0, help="packed row budget (0: one row per micro-batch)")
-    ap.add_argument("--micro-tokens", type=int, default=0,
-                    help="also run packed-budget: micro-batches within this many tokens (0: skip it)")
+    ap.add_argument(
+        "--row-tokens", type=int, default=0, help="packed row budget (0: one row per micro-batch)"
+    )
+    ap.add_argument(
+        "--micro-tokens",
+        type=int,
+        default=0,
+        help="also run packed-budget: micro-batches within this many tokens (0: skip it)",
+    )
     ap.add_argument("--steps", type=int, default=5, help="optimizer steps timed per batching")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     ap.add_argument("--max-length", type=int, default=2048)
     ap.add_argument("--attn", default="sdpa", help="attention implementation (sdpa, flash_attention_2, ...)")
-    ap.add_argument("--padding-only", action="store_true",
-                    help="only the padding fractions over a whole epoch of --samples samples (no model)")
+    ap.add_argument(
+        "--padding-only",
+        action="store_true",
+        help="only the padding fractions over a whole epoch of --samples samples (no model)",
+    )
     ap.add_argument("--samples", type=int, default=20_000, help="--padding-only: samples drawn")
-    ap.add_argument("--fused-loss", action="store_true", help="also run the packed batchings with the fused loss")
+    ap.add_argument(
+        "--fused-loss", action="store_true", help="also run the packed batchings with the fused loss"
+    )
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
 
@@ -327,7 +349,9 @@ def main() -> None:
             "median_step_s": round(statistics.median(times), 4),
         }
         if device.type == "cuda":
-            results["batchings"][name]["peak_memory_GiB"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+            results["batchings"][name]["peak_memory_GiB"] = round(
+                torch.cuda.max_memory_allocated() / 2**30, 2
+            )
     base = results["batchings"]["padded-full"]["samples_per_s"]
     for entry in results["batchings"].values():
         entry["speedup"] = round(entry["samples_per_s"] / base, 3)

@@ -121,7 +121,11 @@ def snakemake_command(workdir: Path, *args: str, timeout_s: int, snakefile: Path
 
 
 def run_snakemake(
-    workdir: Path, *args: str, timeout_s: int, snakefile: Path | None = None, env: dict[str, str] | None = None
+    workdir: Path,
+    *args: str,
+    timeout_s: int,
+    snakefile: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> str:
     """Run snakemake through the profile (``env``: extra environment for it and its jobs); fail the test
     with its log when it fails. Returns the log."""

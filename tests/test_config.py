@@ -233,9 +233,18 @@ def test_cli_reports_a_bad_params_file_in_one_line_within_five_seconds(tmp_path)
 @pytest.mark.parametrize(
     "edit, key",
     [
-        (lambda r: r["benchmark_suites"]["demo"]["tasks"].append("demo_gqa2"), "benchmark_suites.demo.tasks[10]"),
-        (lambda r: r["pretrain_data"].update({"demo lcs": r["pretrain_data"]["demo-lcs"]}), "pretrain_data.demo lcs"),
-        (lambda r: r["protocols"]["ci"]["stage2"].update(micro_tokens=256), "protocols.ci.stage2.micro_tokens"),
+        (
+            lambda r: r["benchmark_suites"]["demo"]["tasks"].append("demo_gqa2"),
+            "benchmark_suites.demo.tasks[10]",
+        ),
+        (
+            lambda r: r["pretrain_data"].update({"demo lcs": r["pretrain_data"]["demo-lcs"]}),
+            "pretrain_data.demo lcs",
+        ),
+        (
+            lambda r: r["protocols"]["ci"]["stage2"].update(micro_tokens=256),
+            "protocols.ci.stage2.micro_tokens",
+        ),
     ],
     ids=["unknown benchmark", "unsafe name", "train-only rule"],
 )
@@ -264,8 +273,11 @@ def test_a_benchmark_the_installed_lmms_eval_lacks_is_refused(monkeypatch):
     from llava_more.eval import benchmarks
 
     monkeypatch.setattr(benchmarks, "lmms_eval_task_names", lambda: {"gqa"})
-    with pytest.raises(ConfigError, match=r"benchmark_suites\.real\.tasks\[1\]: benchmark 'scienceqa_img' needs "
-                                          r"lmms-eval's task 'scienceqa_img', which the installed lmms-eval does not"):
+    with pytest.raises(
+        ConfigError,
+        match=r"benchmark_suites\.real\.tasks\[1\]: benchmark 'scienceqa_img' needs "
+        r"lmms-eval's task 'scienceqa_img', which the installed lmms-eval does not",
+    ):
         schema.check_benchmarks_installed(parse(copy.deepcopy(RAW)))
 
 
@@ -290,7 +302,9 @@ def test_a_recaptioned_set_names_its_source_and_model():
     raw["pretrain_data"]["lcs-recap"] = {"source": "recaption", "from": "lcs", "model": "runs/x/stage2/y"}
     assert parse(raw, check_backbones=False).pretrain_data["lcs-recap"].get("from") == "lcs"
     raw["pretrain_data"]["lcs-recap"]["from"] = "lsc"
-    with pytest.raises(ConfigError, match=r"pretrain_data\.lcs-recap\.from: 'lsc' is not another pretrain_data entry"):
+    with pytest.raises(
+        ConfigError, match=r"pretrain_data\.lcs-recap\.from: 'lsc' is not another pretrain_data entry"
+    ):
         parse(raw, check_backbones=False)
 
 
@@ -299,13 +313,24 @@ def test_the_recaption_rule_plans_a_recaptioned_set(tmp_path):
     import shutil
 
     raw = copy.deepcopy(RAW)
-    raw["pretrain_data"]["demo-lcs-recap"] = {"source": "recaption", "from": "demo-lcs", "model": "some/captioner"}
-    raw["studies"]["ci"]["experiments"] = [{"llm": "llama3.1-8b", "vision": "clip-l-336", "pretrain": "demo-lcs-recap"}]
+    raw["pretrain_data"]["demo-lcs-recap"] = {
+        "source": "recaption",
+        "from": "demo-lcs",
+        "model": "some/captioner",
+    }
+    raw["studies"]["ci"]["experiments"] = [
+        {"llm": "llama3.1-8b", "vision": "clip-l-336", "pretrain": "demo-lcs-recap"}
+    ]
     raw["studies"]["ci"]["tables"] = {"table1_llm": {"vision": "clip-l-336"}}
     for name in ("Snakefile", "workflow"):
         (shutil.copytree if (ROOT / name).is_dir() else shutil.copy2)(ROOT / name, tmp_path / name)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     snakemake = Path(sys.executable).with_name("snakemake")
-    out = subprocess.run([str(snakemake), "-n", "-p", "--config", "study=ci"], cwd=tmp_path, capture_output=True, text=True)
+    out = subprocess.run(
+        [str(snakemake), "-n", "-p", "--config", "study=ci"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "llava_more recaption --model some/captioner --json data/pretrain/demo-lcs/raw/data.json" in out.stdout
+    assert (
+        "llava_more recaption --model some/captioner --json data/pretrain/demo-lcs/raw/data.json"
+        in out.stdout
+    )

@@ -212,9 +212,11 @@ def test_instruct_covers_the_benchmark_formats_with_true_answers(instruct):
 def test_instruct_mix_is_configurable_and_checked(tmp_path):
     mix = {"short": 0.5, "existence": 0.5}
     data = generate_demo_instruct(tmp_path / "m", 40, seed=3, mix=mix)
-    kinds = [r["id"].rsplit("-", 1)[0] for r in data.records] if hasattr(data, "records") else [
-        r["id"].rsplit("-", 1)[0] for r in json.loads(data.json_path.read_text())
-    ]
+    kinds = (
+        [r["id"].rsplit("-", 1)[0] for r in data.records]
+        if hasattr(data, "records")
+        else [r["id"].rsplit("-", 1)[0] for r in json.loads(data.json_path.read_text())]
+    )
     assert kinds.count("short") == 20 and kinds.count("existence") == 20
     with pytest.raises(DataError, match="unknown conversation kinds"):
         generate_demo_instruct(tmp_path / "x", 10, seed=3, mix={"shortt": 1.0})

@@ -43,7 +43,22 @@ def repo(tmp_path) -> Path:
 
 def test_fetch_data_links_a_prestaged_lcs(repo, capsys):
     out = repo / "data/pretrain/lcs/raw"
-    assert _run(["fetch-data", "--params", str(repo / "params.yaml"), "--name", "lcs", "--kind", "pretrain", "--out", str(out)]) == 0
+    assert (
+        _run(
+            [
+                "fetch-data",
+                "--params",
+                str(repo / "params.yaml"),
+                "--name",
+                "lcs",
+                "--kind",
+                "pretrain",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads((out / "manifest.json").read_text())
     assert printed["counts"]["records"] == 3 and (out / "images").is_symlink()
@@ -53,7 +68,19 @@ def test_fetch_data_mixes_the_parts_fetched_before(repo):
     for part, kind in (("laion", "alttext"), ("recap", "recap")):
         generate_demo_pretrain(repo / f"data/pretrain/{part}/raw", kind, 3, seed=1)
     out = repo / "data/pretrain/laion+recap/raw"
-    _run(["fetch-data", "--params", str(repo / "params.yaml"), "--name", "laion+recap", "--kind", "pretrain", "--out", str(out)])
+    _run(
+        [
+            "fetch-data",
+            "--params",
+            str(repo / "params.yaml"),
+            "--name",
+            "laion+recap",
+            "--kind",
+            "pretrain",
+            "--out",
+            str(out),
+        ]
+    )
     ids = [r["id"] for r in json.loads((out / "data.json").read_text())]
     assert sorted(i.split("-")[0] for i in ids) == ["laion", "laion", "recap", "recap"]
 
@@ -68,25 +95,49 @@ def test_fetch_data_mixes_the_parts_fetched_before(repo):
 )
 def test_fetch_data_refuses_what_it_does_not_fetch(repo, name, kind, message):
     with pytest.raises(ConfigError, match=message):
-        _run(["fetch-data", "--params", str(repo / "params.yaml"), "--name", name, "--kind", kind, "--out", str(repo / "x")])
+        _run(
+            [
+                "fetch-data",
+                "--params",
+                str(repo / "params.yaml"),
+                "--name",
+                name,
+                "--kind",
+                kind,
+                "--out",
+                str(repo / "x"),
+            ]
+        )
 
 
 @pytest.mark.slow  # one img2dataset run: ~20 s on a busy 2-core machine
 def test_fetch_web_twin_downloads_the_demo_set_like_recap_datacomp(repo, capsys):
     out, work = repo / "data/pretrain/tiny-recap-web/raw", repo / "data/pretrain/tiny-recap-web/download"
-    argv = ["fetch-web-twin", "--params", str(repo / "params.yaml"), "--name", "tiny-recap", "--out", str(out)]
+    argv = [
+        "fetch-web-twin",
+        "--params",
+        str(repo / "params.yaml"),
+        "--name",
+        "tiny-recap",
+        "--out",
+        str(out),
+    ]
     assert _run([*argv, "--output-format", "webdataset"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert json.loads(capsys.readouterr().out) == manifest  # stdout holds the result only
     assert manifest["caption_field"] == "re_caption" and manifest["seed"] == 5
-    assert manifest["counts"]["kept"] == 6 and manifest["counts"]["pool_rows"] == 9 + 1  # 9 images, 1 dead link
+    assert (
+        manifest["counts"]["kept"] == 6 and manifest["counts"]["pool_rows"] == 9 + 1
+    )  # 9 images, 1 dead link
     assert set(manifest["failures"]) <= {"http_404", "connection_refused"}
     assert manifest["download"]["output_format"] == "webdataset"
     assert (work / "img2dataset/00000.tar").is_file()
 
     # Each kept record pairs the image served at its URL with that image's recap caption.
     source = work / "demo-source"
-    demo = {r["image"]: r["conversations"][-1]["value"] for r in json.loads((source / "data.json").read_text())}
+    demo = {
+        r["image"]: r["conversations"][-1]["value"] for r in json.loads((source / "data.json").read_text())
+    }
     urls = {row["sample_id"]: row["url"] for row in pq.read_table(work / "outcomes.parquet").to_pylist()}
     records = json.loads((out / "data.json").read_text())
     assert len(records) == 6

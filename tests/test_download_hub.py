@@ -76,7 +76,9 @@ def test_prestaged_lcs_with_only_the_zip_is_extracted_into_the_work_dir(tmp_path
 
 def test_prestaged_lcs_errors_name_the_missing_path(tmp_path, lcs_staged):
     (lcs_staged / "images/00000/000000002.jpg").unlink()
-    with pytest.raises(DataError, match=r"00000/000000002\.jpg: image of blip_laion_cc_sbu_558k\.json not found"):
+    with pytest.raises(
+        DataError, match=r"00000/000000002\.jpg: image of blip_laion_cc_sbu_558k\.json not found"
+    ):
         fetch_llava_pretrain(tmp_path / "raw", local_path=lcs_staged)
     (lcs_staged / LCS_JSON).unlink()
     with pytest.raises(DataError, match=rf"{LCS_JSON}: not found; the pre-staged LCS-558K folder"):
@@ -111,7 +113,9 @@ def test_lcs_from_a_hub_endpoint_downloads_once_and_extracts(tmp_path):
         manifest = fetch_llava_pretrain(out, endpoint=server.base_url)
         assert manifest["origin"] == "hub" and manifest["counts"]["records"] == 3
         assert (out / "data.json").read_bytes() == (files / LCS_JSON).read_bytes()
-        assert (out / "images/00000/000000002.jpg").read_bytes() == (tmp_path / "src/00000/000000002.jpg").read_bytes()
+        assert (out / "images/00000/000000002.jpg").read_bytes() == (
+            tmp_path / "src/00000/000000002.jpg"
+        ).read_bytes()
         assert (work / "images" / ".extracted-images.zip.json").is_file()
         first = dict(server.hits)
         assert sorted(first.values()) == [1, 1]  # one GET each for the JSON and the zip
@@ -123,7 +127,9 @@ def test_lcs_from_a_hub_endpoint_downloads_once_and_extracts(tmp_path):
 def test_a_file_missing_on_the_hub_is_a_data_error(tmp_path):
     (tmp_path / "hub").mkdir()
     with serve_directory(tmp_path / "hub", headers=_hub_headers(tmp_path / "hub")) as server:
-        with pytest.raises(DataError, match=f"could not download {LCS_JSON} from the Hub dataset liuhaotian/LLaVA-Pretrain"):
+        with pytest.raises(
+            DataError, match=f"could not download {LCS_JSON} from the Hub dataset liuhaotian/LLaVA-Pretrain"
+        ):
             fetch_llava_pretrain(tmp_path / "raw", endpoint=server.base_url)
 
 
@@ -131,9 +137,12 @@ def test_a_file_missing_on_the_hub_is_a_data_error(tmp_path):
 def instruct_root(tmp_path) -> Path:
     """A pre-staged LLaVA-1.5 playground: the 665K JSON and one image in each of its folders."""
     root = tmp_path / "playground"
-    records = [
-        _caption(i, f"{folder}/{i:06d}.jpg") for i, folder in enumerate(INSTRUCT_IMAGE_SOURCES)
-    ] + [{"id": "text-only", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}]
+    records = [_caption(i, f"{folder}/{i:06d}.jpg") for i, folder in enumerate(INSTRUCT_IMAGE_SOURCES)] + [
+        {
+            "id": "text-only",
+            "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}],
+        }
+    ]
     for i, record in enumerate(records[:-1]):
         _jpeg(root / record["image"], 30 * i)
     (root / INSTRUCT_JSON).write_text(json.dumps(records))

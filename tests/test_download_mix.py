@@ -39,11 +39,14 @@ def test_mix_is_balanced_of_the_requested_total_and_loadable(parts, tmp_path):
         source = {r["id"]: r for r in json.loads((parts[part] / "data.json").read_text())}[original_id]
         assert record["conversations"] == source["conversations"]
         assert record["image"] == f"{part}/{source['image']}"
-        assert (tmp_path / "mix/images" / record["image"]).read_bytes() == (parts[part] / "images" / source["image"]).read_bytes()
+        assert (tmp_path / "mix/images" / record["image"]).read_bytes() == (
+            parts[part] / "images" / source["image"]
+        ).read_bytes()
     assert manifest["counts"]["parts"]["laion"]["taken"] == 5
-    assert manifest["counts"]["parts"]["recap"]["data_json_sha256"] == json.loads(
-        (parts["recap"] / "manifest.json").read_text()
-    )["data_json_sha256"]
+    assert (
+        manifest["counts"]["parts"]["recap"]["data_json_sha256"]
+        == json.loads((parts["recap"] / "manifest.json").read_text())["data_json_sha256"]
+    )
     dataset = LlavaJsonDataset(tmp_path / "mix/data.json", tmp_path / "mix/images")
     assert dataset[0]["image"].size == (96, 96)
 

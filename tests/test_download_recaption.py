@@ -38,8 +38,17 @@ def world(tmp_path_factory) -> dict:
     demo = generate_demo_pretrain(root / "demo", "lcs", N, seed=0)
     captions = [r["conversations"][-1]["value"] for r in json.loads(demo.json_path.read_text())]
     train_demo_tokenizer(captions * 20, root / "tokenizer", vocab_size=400)
-    init_model("llama3.1-8b", "clip-l-336", size="tiny", tokenizer_dir=root / "tokenizer", out_dir=root / "bundle")
-    first = recaption(root / "bundle", demo.json_path, demo.image_root, root / "batched", batch_size=3, max_new_tokens=TOKENS)
+    init_model(
+        "llama3.1-8b", "clip-l-336", size="tiny", tokenizer_dir=root / "tokenizer", out_dir=root / "bundle"
+    )
+    first = recaption(
+        root / "bundle",
+        demo.json_path,
+        demo.image_root,
+        root / "batched",
+        batch_size=3,
+        max_new_tokens=TOKENS,
+    )
     return {"root": root, "demo": demo, "first": first}
 
 
@@ -69,7 +78,14 @@ def test_output_is_a_recap_style_dataset_in_the_common_layout(world):
 
 def test_batched_captions_equal_one_at_a_time(world, tmp_path):
     root, demo = world["root"], world["demo"]
-    single = recaption(root / "bundle", demo.json_path, demo.image_root, tmp_path / "single", batch_size=1, max_new_tokens=TOKENS)
+    single = recaption(
+        root / "bundle",
+        demo.json_path,
+        demo.image_root,
+        tmp_path / "single",
+        batch_size=1,
+        max_new_tokens=TOKENS,
+    )
     assert single.batches == N
     assert (tmp_path / "single/data.json").read_bytes() == (root / "batched/data.json").read_bytes()
 
@@ -80,12 +96,16 @@ def test_rerun_skips_done_ids_and_redoes_a_line_cut_by_a_crash(world, tmp_path):
     out.mkdir()
     lines = (root / "batched" / DONE_FILE).read_text().splitlines(keepends=True)
     (out / DONE_FILE).write_text("".join(lines[:4]) + lines[4][:20])  # killed while writing line 5
-    result = recaption(root / "bundle", demo.json_path, demo.image_root, out, batch_size=3, max_new_tokens=TOKENS)
+    result = recaption(
+        root / "bundle", demo.json_path, demo.image_root, out, batch_size=3, max_new_tokens=TOKENS
+    )
     assert (result.captioned, result.batches) == (3, 1)
     resumed = (out / DONE_FILE).read_text().splitlines(keepends=True)
     assert resumed[:4] == lines[:4] and len(resumed) == N
     assert (out / "data.json").read_bytes() == (root / "batched/data.json").read_bytes()
-    again = recaption(root / "bundle", demo.json_path, demo.image_root, out, batch_size=3, max_new_tokens=TOKENS)
+    again = recaption(
+        root / "bundle", demo.json_path, demo.image_root, out, batch_size=3, max_new_tokens=TOKENS
+    )
     assert (again.captioned, again.batches) == (0, 0)
 
 
@@ -96,11 +116,20 @@ def test_a_hugging_face_model_folder_captions_through_its_processor(world, tmp_p
     (hub_model / "llava_more.json").unlink()  # a plain transformers folder now
     (hub_model / "chat_template.jinja").write_text(TYPED_TEMPLATE)
     captioner = HubCaptioner(str(hub_model))
-    result = recaption(captioner, demo.json_path, demo.image_root, tmp_path / "out", batch_size=4, max_new_tokens=TOKENS)
+    result = recaption(
+        captioner, demo.json_path, demo.image_root, tmp_path / "out", batch_size=4, max_new_tokens=TOKENS
+    )
     assert (result.captioned, result.batches) == (N, 2)
     assert result.manifest["model"] == str(hub_model)
-    single = [captioner.caption([LlavaJsonDataset(demo.json_path, demo.image_root)[i]["image"]], "Describe.", TOKENS)[0] for i in range(2)]
-    batched = captioner.caption([LlavaJsonDataset(demo.json_path, demo.image_root)[i]["image"] for i in range(2)], "Describe.", TOKENS)
+    single = [
+        captioner.caption(
+            [LlavaJsonDataset(demo.json_path, demo.image_root)[i]["image"]], "Describe.", TOKENS
+        )[0]
+        for i in range(2)
+    ]
+    batched = captioner.caption(
+        [LlavaJsonDataset(demo.json_path, demo.image_root)[i]["image"] for i in range(2)], "Describe.", TOKENS
+    )
     assert batched == single
 
 

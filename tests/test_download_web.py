@@ -64,7 +64,9 @@ def _build_pool(root: Path, server) -> dict[str, tuple[str, str]]:
     meta = root / "meta"
     meta.mkdir()
     for part, chunk in enumerate((order[:11], order[11:])):
-        table = pa.table({"URL": [r[0] for r in chunk], "TEXT": [r[1] for r in chunk], "similarity": [0.3] * len(chunk)})
+        table = pa.table(
+            {"URL": [r[0] for r in chunk], "TEXT": [r[1] for r in chunk], "similarity": [0.3] * len(chunk)}
+        )
         pq.write_table(table, meta / f"part-{part:05d}.parquet", row_group_size=3)
     return {f"{index:09d}": (kind, path) for index, (_, _, kind, path) in enumerate(order)}
 
@@ -76,8 +78,13 @@ def web(tmp_path_factory):
     with serve_directory(root / "www") as server:
         truth = _build_pool(root, server)
         first = fetch_web_subset(
-            root / "laion/raw", metadata=str(root / "meta"), caption_field="caption", size=GOOD, seed=0,
-            oversample=2.0, settings=SETTINGS,
+            root / "laion/raw",
+            metadata=str(root / "meta"),
+            caption_field="caption",
+            size=GOOD,
+            seed=0,
+            oversample=2.0,
+            settings=SETTINGS,
         )
         hits_after_first = dict(server.hits)
         yield {"root": root, "server": server, "truth": truth, "first": first, "hits": hits_after_first}
@@ -99,7 +106,9 @@ def test_kept_set_is_exactly_the_good_images_with_their_captions(web):
 
 def test_every_dropped_row_has_its_reason(web):
     truth, first = web["truth"], web["first"]
-    expected = {sid: ("kept" if kind == "good" else kind) for sid, (kind, _) in truth.items() if kind != "skipped"}
+    expected = {
+        sid: ("kept" if kind == "good" else kind) for sid, (kind, _) in truth.items() if kind != "skipped"
+    }
     assert first.outcomes == expected
     manifest = first.manifest
     assert manifest["counts"] == {
@@ -107,7 +116,12 @@ def test_every_dropped_row_has_its_reason(web):
         "failed_to_download": 4, "failed_to_resize": 4, "undecodable": 0, "kept": GOOD, "spare": 0,
     }  # fmt: skip
     assert manifest["skipped_metadata"] == {"no caption": 1, "not an http(s) url": 1}
-    assert manifest["failures"] == {"connection_refused": 2, "empty_response": 1, "http_404": 2, "not_an_image": 3}
+    assert manifest["failures"] == {
+        "connection_refused": 2,
+        "empty_response": 1,
+        "http_404": 2,
+        "not_an_image": 3,
+    }
     assert manifest["caption_field"] == "TEXT" and manifest["seed"] == 0
     assert manifest["metadata_files"] == ["part-00000.parquet", "part-00001.parquet"]
     audit = pq.read_table(web["root"] / "laion/download" / OUTCOMES_FILE).to_pylist()
@@ -121,15 +135,26 @@ def test_a_second_run_downloads_nothing_and_writes_the_same_bytes(web, tmp_path)
     root, server = web["root"], web["server"]
     before = {name: (root / "laion/raw" / name).read_bytes() for name in ("data.json", "manifest.json")}
     again = fetch_web_subset(
-        root / "laion/raw", metadata=str(root / "meta"), caption_field="caption", size=GOOD, seed=0,
-        oversample=2.0, settings=SETTINGS,
+        root / "laion/raw",
+        metadata=str(root / "meta"),
+        caption_field="caption",
+        size=GOOD,
+        seed=0,
+        oversample=2.0,
+        settings=SETTINGS,
     )
     assert again.shards_downloaded == 0 and server.hits == web["hits"]
     assert {name: (root / "laion/raw" / name).read_bytes() for name in before} == before
     # Same seed into another folder: byte-identical files.
     elsewhere = fetch_web_subset(
-        tmp_path / "copy/raw", metadata=str(root / "meta"), caption_field="caption", size=GOOD, seed=0,
-        oversample=2.0, settings=SETTINGS, work_dir=root / "laion/download",
+        tmp_path / "copy/raw",
+        metadata=str(root / "meta"),
+        caption_field="caption",
+        size=GOOD,
+        seed=0,
+        oversample=2.0,
+        settings=SETTINGS,
+        work_dir=root / "laion/download",
     )
     assert elsewhere.shards_downloaded == 0
     assert {name: (tmp_path / "copy/raw" / name).read_bytes() for name in before} == before
@@ -142,8 +167,13 @@ def test_an_interrupted_shard_is_downloaded_again_and_only_it(web):
     (folder / f"{shard_name(1)}_stats.json").unlink()  # the shard never finished
     hits = dict(server.hits)
     resumed = fetch_web_subset(
-        root / "laion/raw", metadata=str(root / "meta"), caption_field="caption", size=GOOD, seed=0,
-        oversample=2.0, settings=SETTINGS,
+        root / "laion/raw",
+        metadata=str(root / "meta"),
+        caption_field="caption",
+        size=GOOD,
+        seed=0,
+        oversample=2.0,
+        settings=SETTINGS,
     )
     assert resumed.shards_downloaded == 1
     candidates = pq.read_table(root / "laion/download/candidates.parquet").to_pylist()
@@ -156,8 +186,14 @@ def test_an_interrupted_shard_is_downloaded_again_and_only_it(web):
 def test_too_few_survivors_is_an_error_that_says_to_oversample(web, tmp_path):
     with pytest.raises(DataError, match=r"only 10 of the 12 requested images survived .* raise `oversample`"):
         fetch_web_subset(
-            tmp_path / "raw", metadata=str(web["root"] / "meta"), caption_field="caption", size=12, seed=0,
-            oversample=1.5, settings=SETTINGS, work_dir=web["root"] / "laion/download",
+            tmp_path / "raw",
+            metadata=str(web["root"] / "meta"),
+            caption_field="caption",
+            size=12,
+            seed=0,
+            oversample=1.5,
+            settings=SETTINGS,
+            work_dir=web["root"] / "laion/download",
         )
 
 

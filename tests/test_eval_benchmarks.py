@@ -130,6 +130,8 @@ def test_every_metric_a_column_reads_is_one_its_task_produces(name, tmp_path):
     assert config["task"] == bench.task
     produced = _produced_keys(config)
     for column, spec in bench.columns.items():
-        assert spec.metric in produced, f"{name} column {column} reads {spec.metric}; the task writes {produced}"
+        assert spec.metric in produced, (
+            f"{name} column {column} reads {spec.metric}; the task writes {produced}"
+        )
     for column, metric in bench.flags.items():
         assert metric in produced, f"{name} flag of {column} reads {metric}; the task writes {produced}"

@@ -101,7 +101,9 @@ def test_batched_answers_equal_single_answers(pair, bundle, tokenizer_dir, tmp_p
     assert answers[4] == answers[1]
     # each call logs where its time went (benchmarks/eval_batching.py reads these lines)
     timings = [r.getMessage() for r in caplog.records if r.getMessage().startswith("generate_until timing:")]
-    assert len(timings) == 2 and timings[1].startswith("generate_until timing: 24 requests at batch 4: prepare ")
+    assert len(timings) == 2 and timings[1].startswith(
+        "generate_until timing: 24 requests at batch 4: prepare "
+    )
 
 
 def test_prompt_ends_with_assistant_header_and_expands_images(bundle):

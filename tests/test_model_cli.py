@@ -82,7 +82,16 @@ def test_init_model_writes_a_loadable_tiny_bundle(tmp_path, tokenizer_dir):
 
 def test_init_model_without_system_prompt_records_the_variant_template(tmp_path, tokenizer_dir):
     out = tmp_path / "init"
-    args = ["init-model", "--llm", "phi4-mini", "--vision", "clip-l-336", "--size", "tiny", "--no-system-prompt"]
+    args = [
+        "init-model",
+        "--llm",
+        "phi4-mini",
+        "--vision",
+        "clip-l-336",
+        "--size",
+        "tiny",
+        "--no-system-prompt",
+    ]
     assert main([*args, "--tokenizer", str(tokenizer_dir), "--out", str(out)]) == 0
     bundle = load_bundle(out)
     # Training, evaluation and chat all resolve the template from this id.

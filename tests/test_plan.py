@@ -37,7 +37,9 @@ def paper(params):
 
 
 def test_formula_on_a_hand_computed_case():
-    model = ModelSize(llm_params=1000, vision_params=100, projector_params=10, image_tokens=4, encoder_passes=14)
+    model = ModelSize(
+        llm_params=1000, vision_params=100, projector_params=10, image_tokens=4, encoder_passes=14
+    )
     # Two sequences of 10 tokens (4 of them image tokens), every sequence with an image.
     llm_stage1 = 4 * 1000 * 10  # frozen LLM: forward + backward through activations
     llm_stage2 = 6 * 1000 * 10  # trained LLM
@@ -75,16 +77,15 @@ def test_paper_plan_lists_every_training_and_evaluation_of_the_dag(paper, params
         assert job.flops > 0 and job.gpu_hours > 0
     totals = paper.totals()
     assert totals["stage2"]["gpu_hours"] > totals["stage1"]["gpu_hours"] > totals["eval"]["gpu_hours"] > 0
-    assert math.isclose(
-        totals["total"]["gpu_hours"], sum(j.gpu_hours or 0 for j in paper.jobs), rel_tol=1e-9
-    )
+    assert math.isclose(totals["total"]["gpu_hours"], sum(j.gpu_hours or 0 for j in paper.jobs), rel_tol=1e-9)
 
 
 def test_llava_1_5_7b_estimate_is_near_the_published_a100_hours(paper):
     """LLaVA-1.5-7B took ~3.5 h + 10 h on 8 A100s (~108 A100-hours): the estimate is the same order."""
     hours = {
-        j.kind: j.gpu_hours for j in paper.jobs if j.experiment == "vicuna-7b-v1.5_clip-l-336_lcs"
-        and j.kind in ("stage1", "stage2")
+        j.kind: j.gpu_hours
+        for j in paper.jobs
+        if j.experiment == "vicuna-7b-v1.5_clip-l-336_lcs" and j.kind in ("stage1", "stage2")
     }
     assert 0.5 * 28 < hours["stage1"] < 1.5 * 28
     assert 0.5 * 80 < hours["stage2"] < 1.5 * 80
@@ -113,12 +114,16 @@ def test_table_shows_each_job_and_the_totals_per_stage(paper):
     table = render_table(paper)
     assert "A100 (312 TFLOP/s bf16) at MFU 0.35" in table
     ids = {job.experiment for job in paper.jobs if job.experiment}
-    rows = [line.split()[:2] for line in table.splitlines() if len(line.split()) > 1 and line.split()[1] in ids]
+    rows = [
+        line.split()[:2] for line in table.splitlines() if len(line.split()) > 1 and line.split()[1] in ids
+    ]
     assert len(rows) == 58 + 29
     assert [kind for kind, _ in rows] == ["stage1"] * 29 + ["stage2"] * 29 + ["eval"] * 29
     totals = paper.totals()
     for kind in ("stage1", "stage2", "eval"):
-        line = next(line for line in table.splitlines() if line.startswith(f"{kind:<7}") and line.split()[1] == "29")
+        line = next(
+            line for line in table.splitlines() if line.startswith(f"{kind:<7}") and line.split()[1] == "29"
+        )
         assert f"{totals[kind]['gpu_hours']:.1f}" in line
     assert "Estimates" in table
 
@@ -174,7 +179,11 @@ def test_existing_outputs_are_cached_locally_and_on_the_remote(built_ci):
     assert (jobs["stage2", 2]["local"], jobs["stage2", 2]["remote"]) == (False, False)
     assert (jobs["eval", 2]["local"], jobs["eval", 2]["remote"]) == (False, False)
     totals = plan["totals"]
-    assert (totals["stage1"]["local"], totals["stage1"]["remote"], totals["stage1"]["gpu_hours_to_run"]) == (1, 1, 0)
+    assert (totals["stage1"]["local"], totals["stage1"]["remote"], totals["stage1"]["gpu_hours_to_run"]) == (
+        1,
+        1,
+        0,
+    )
     assert totals["stage2"]["gpu_hours_to_run"] == totals["stage2"]["gpu_hours"] > 0
 
 

@@ -96,7 +96,9 @@ def test_slurm_profile_runs_gpu_rules_on_gpu_partition(slurm_cluster, tmp_path):
         # The device comes from what SLURM gave the job: its (fake) GPUs, which torch cannot use here.
         given = f"CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']}"
         auto, forced = env["auto"], env["forced_cpu"]
-        assert auto["rc"] == 2 and f"{rule} was given GPU(s) ({given}) but torch cannot use CUDA" in auto["err"], auto
+        assert (
+            auto["rc"] == 2 and f"{rule} was given GPU(s) ({given}) but torch cannot use CUDA" in auto["err"]
+        ), auto
         assert len(auto["err"].strip().splitlines()) == 1 and "Traceback" not in auto["err"]
         assert json.loads(forced["out"]) == {
             "device": "cpu", "reason": f"as asked; the job's GPUs ({given}) stay unused", "gpus_given": given,
@@ -221,7 +223,9 @@ def test_requeued_job_resumes(slurm_cluster, tmp_path):  # noqa: F811
     # README tells users to, and check that it had not run beside the resubmission.
     slurm("scancel", first_job)
     starts = [entry for entry in events(tmp_path / "work") if entry[0] == "start"]
-    assert len(starts) == 2, f"the requeued job {first_job} ran beside its resubmission {second_job}: {starts}"
+    assert len(starts) == 2, (
+        f"the requeued job {first_job} ran beside its resubmission {second_job}: {starts}"
+    )
 
 
 def test_time_limit_warning_checkpoints_and_retry_resumes(slurm_cluster, tmp_path):  # noqa: F811

@@ -91,7 +91,9 @@ def test_packed_sparse_loss_and_gradients_equal_the_padded_ones(bundle, dataset,
     for varlen in (False, True):
         replaced = use_varlen_attention(model) if varlen else None
         assert model.config.get_text_config()._attn_implementation == (f"varlen_{base}" if varlen else base)
-        batches = ((packed, False), (packed, True)) if varlen else ((padded, True), (packed, False), (packed, True))
+        batches = (
+            ((packed, False), (packed, True)) if varlen else ((padded, True), (packed, False), (packed, True))
+        )
         for batch, sparse in batches:
             loss, grads = loss_and_grads(model, batch, sparse)
             torch.testing.assert_close(loss, reference, rtol=1e-5, atol=1e-6)
@@ -155,7 +157,15 @@ def test_a_packed_stage_trains_to_the_padded_weights(tmp_path):
     outs = {}
     for packing in (False, True):
         outs[packing] = tmp_path / f"out-{packing}"
-        train_stage(2, init, data, data.parent, outs[packing], tmp_path / f"work-{packing}", cfg.replace(packing=packing))
+        train_stage(
+            2,
+            init,
+            data,
+            data.parent,
+            outs[packing],
+            tmp_path / f"work-{packing}",
+            cfg.replace(packing=packing),
+        )
     padded, packed = bundle_weights(outs[False]), bundle_weights(outs[True])
     # trained through the varlen wrapper, exported with the model's own attention
     assert load_bundle(outs[True]).model.config.get_text_config()._attn_implementation == "sdpa"
@@ -235,13 +245,18 @@ def test_a_token_budget_stage_trains_to_the_fixed_size_weights_and_resumes_exact
     train_stage(2, init, data, data.parent, budget_out, tmp_path / "work-budget", budget)
     fixed, packed = bundle_weights(fixed_out), bundle_weights(budget_out)
     # 8 samples of about 100 tokens per step: two micro-batches within 600 tokens, not four of 2
-    assert "global batch 8 = 2 micro-batch(es) per step x 1 device(s), each within the token budget of 600" in caplog.text
+    assert (
+        "global batch 8 = 2 micro-batch(es) per step x 1 device(s), each within the token budget of 600"
+        in caplog.text
+    )
     for name in fixed:
         torch.testing.assert_close(packed[name], fixed[name], rtol=1e-4, atol=cfg.lr / 10, msg=name)
 
     # SIGUSR1 once step 2 is saved: checkpoint at the next step and stop; the rerun resumes from it.
     work = tmp_path / "work-resumed"
-    watcher = threading.Thread(target=signal_when, args=(work / "checkpoint-2" / COMPLETE_MARKER,), daemon=True)
+    watcher = threading.Thread(
+        target=signal_when, args=(work / "checkpoint-2" / COMPLETE_MARKER,), daemon=True
+    )
     watcher.start()
     with pytest.raises(TrainingInterrupted):
         train_stage(2, init, data, data.parent, tmp_path / "resumed", work, budget)

@@ -34,7 +34,10 @@ def test_labels_describe_each_cell_and_the_whole_scene():
     )
     cells, whole, present = _labels(scene)
     assert cells["colour"].tolist() == [1 + 0, 0, 0, 0, 0, 1 + 2, 0, 0, 0]  # red at (0,0), blue at (1,2)
-    assert cells["kind"][5] == 1 + world.SHAPES.index("square") and cells["big"].tolist() == [0] * 5 + [1] + [0] * 3
+    assert (
+        cells["kind"][5] == 1 + world.SHAPES.index("square")
+        and cells["big"].tolist() == [0] * 5 + [1] + [0] * 3
+    )
     assert whole == {
         "word": 1 + world.WORDS.index("zoo"),
         "big_colour": world.COLOR_NAMES.index("blue"),
@@ -66,7 +69,11 @@ def test_init_model_takes_the_warmed_encoder(tmp_path):
     warm_up_vision("clip-l-336", tmp_path / "enc", steps=5, batch_size=4)
     train_demo_tokenizer(["a red circle", "what color is the square?"] * 20, tmp_path / "tok", 300)
     init_model(
-        "llama3.1-8b", "clip-l-336", size="tiny", tokenizer_dir=tmp_path / "tok", out_dir=tmp_path / "bundle",
+        "llama3.1-8b",
+        "clip-l-336",
+        size="tiny",
+        tokenizer_dir=tmp_path / "tok",
+        out_dir=tmp_path / "bundle",
         vision_path=str(tmp_path / "enc"),
     )
     model = load_bundle(tmp_path / "bundle").model

@@ -25,7 +25,11 @@ def hold_lock(work: Path) -> subprocess.Popen:
     """Another process (another job, to the kernel) holding ``work``'s lock until its stdin gets a line."""
     env = {**cli_env(), "SLURM_JOB_ID": "4242"}
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(work)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD, str(work)],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout.readline().strip() == "held"
     return holder

@@ -14,7 +14,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-COPY = ("Snakefile", "params.yaml", "workflow", "profiles", ".dvc/config", ".dvcignore", "reference", "Makefile")
+COPY = (
+    "Snakefile",
+    "params.yaml",
+    "workflow",
+    "profiles",
+    ".dvc/config",
+    ".dvcignore",
+    "reference",
+    "Makefile",
+)
 
 
 def make_workspace(dest: Path) -> Path:

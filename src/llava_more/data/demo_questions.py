@@ -182,7 +182,11 @@ def in_mmbench_layout(qa: QA, scene: Scene, language: str) -> QA:
 
 
 def count_statement(n: int) -> str:
-    return "Is there exactly one shape in the image?" if n == 1 else f"Are there exactly {n} shapes in the image?"
+    return (
+        "Is there exactly one shape in the image?"
+        if n == 1
+        else f"Are there exactly {n} shapes in the image?"
+    )
 
 
 def verification_pair(scene: Scene, category: str, rng: random.Random) -> tuple[str, str]:
@@ -195,7 +199,9 @@ def verification_pair(scene: Scene, category: str, rng: random.Random) -> tuple[
         n = world.count_shapes(scene)
         return count_statement(n), count_statement(rng.choice([m for m in (1, 2, 3) if m != n]))
     if category == "position":
-        cells = [(r, c) for r in range(world.GRID) for c in range(world.GRID) if (r, c) != (shape.row, shape.col)]
+        cells = [
+            (r, c) for r in range(world.GRID) for c in range(world.GRID) if (r, c) != (shape.row, shape.col)
+        ]
         wrong = world.position_name(*rng.choice(cells))
         return (f"Is the big shape in the {shape.position} of the image?",
                 f"Is the big shape in the {wrong} of the image?")  # fmt: skip

@@ -135,7 +135,9 @@ def lmms_eval_task_names() -> set[str]:
         raise UserError("lmms-eval is not installed; install llava-more with its dependencies")
     root = Path(next(iter(spec.submodule_search_locations))) / "tasks"
     declared = re.compile(r"^(?:task|group):\s*['\"]?([\w.\-]+)['\"]?\s*$", re.M)
-    return {name for path in root.rglob("*.yaml") for name in declared.findall(path.read_text(errors="replace"))}
+    return {
+        name for path in root.rglob("*.yaml") for name in declared.findall(path.read_text(errors="replace"))
+    }
 
 
 def unknown_benchmark(name: str, path: str, lmms_tasks: set[str] | None = None) -> str | None:

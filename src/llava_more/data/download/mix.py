@@ -66,13 +66,17 @@ def mix_datasets(parts: dict[str, str | Path], out_dir: str | Path, *, size: int
                 f"{json_path}: part {name!r} has {len(records)} image records, fewer than its share {shares[name]} of "
                 f"the {size}-record mix; fetch a larger {name} or lower the mix size"
             )
-        picked = sorted(random.Random(f"llava-more/mix/{seed}/{name}").sample(range(len(records)), shares[name]))
+        picked = sorted(
+            random.Random(f"llava-more/mix/{seed}/{name}").sample(range(len(records)), shares[name])
+        )
         for index in picked:
             record = records[index]
             image = f"{name}/{record['image']}"
             source = folder / IMAGES_DIR / record["image"]
             if not source.is_file():
-                raise DataError(f"{source}: image of record {record.get('id')!r} of part {name!r} is missing; fetch {name} again")
+                raise DataError(
+                    f"{source}: image of record {record.get('id')!r} of part {name!r} is missing; fetch {name} again"
+                )
             link_or_copy(source, images_out / image)
             mixed.append({**record, "id": f"{name}-{record['id']}", "image": image})
         part_counts[name] = {
