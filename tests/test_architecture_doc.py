@@ -37,7 +37,7 @@ def test_every_module_the_page_names_exists():
         if not any(m.is_file() and _defines(m, parts[-1]) for m in (module, package)):
             missing.append(name)
     assert not missing, f"docs/ARCHITECTURE.md names modules or names that do not exist: {missing}"
-    assert len(named_paths()) > 30
+    assert len(named_paths()) >= 20  # the page was read at all
 
 
 def _rows() -> dict[str, str]:
