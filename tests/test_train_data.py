@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
+from tokenizers import normalizers
 
 from llava_more.data.llava_json import LlavaJsonDataset
 from llava_more.model.preprocess import expand_to_square
@@ -56,6 +57,35 @@ def test_items_have_image_tokens_matching_features(bundle, data_json, tmp_path):
     # the scan is cached: a second dataset reads it
     assert len(list(tmp_path.glob("scan-*.json"))) == 1
     assert train_set(bundle, data_json, cache_dir=tmp_path).lengths == dataset.lengths
+
+
+def test_scan_cache_is_keyed_by_what_the_lengths_depend_on(bundle, data_json, tmp_path):
+    import copy
+
+    first = train_set(bundle, data_json, cache_dir=tmp_path)
+    # a tokenizer of the same size that encodes the text differently must not reuse the scan
+    other = copy.deepcopy(bundle.tokenizer)
+    other.backend_tokenizer.normalizer = normalizers.Replace(" ", "  ")
+    assert len(other) == len(bundle.tokenizer)
+    retokenized = LlavaTrainDataset(
+        LlavaJsonDataset(data_json, data_json.parent),
+        other,
+        bundle.image_processor,
+        template_id="llama3.1",
+        num_image_tokens=bundle.meta.image_tokens,
+        max_length=1024,
+        image_aspect_ratio="pad",
+        cache_dir=tmp_path,
+    )
+    assert len(list(tmp_path.glob("scan-*.json"))) == 2
+    assert retokenized._scan_key() != first._scan_key()
+    # a different template with the same tokenizer is a new key too
+    train_set(bundle, data_json, template="plain", cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("scan-*.json"))) == 3
+    # the same inputs read the cache: a planted result comes back unchanged
+    (cached,) = [p for p in tmp_path.glob("scan-*.json") if first._scan_key() in p.name]
+    cached.write_text('{"indices": [0], "lengths": [7]}')
+    assert train_set(bundle, data_json, cache_dir=tmp_path).lengths == [7]
 
 
 def test_pad_and_square_differ_only_in_padding(bundle, data_json):

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from llava_more.errors import DataError
 from llava_more.model.preprocess import mean_colour, pixel_values
 from llava_more.text import IMAGE_TOKEN
-from llava_more.text.encode import IGNORE_INDEX, SampleTooLong, encode_conversation
+from llava_more.text.encode import IGNORE_INDEX, SampleTooLong, encode_conversation, resolve_template
 
 logger = logging.getLogger(__name__)
 
@@ -99,12 +99,23 @@ class LlavaTrainDataset(Dataset):
         )
 
     def _scan_key(self) -> str:
+        """Digest of everything a scan's result depends on: the records, the template and the tokenizer."""
         stat = os.stat(self.source.json_path)
-        text = json.dumps(
-            [str(Path(self.source.json_path).resolve()), stat.st_size, stat.st_mtime_ns, self.template_id,
-             self.num_image_tokens, self.max_length, len(self.tokenizer)]
-        )  # fmt: skip
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        template = resolve_template(self.template_id, self.tokenizer)
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        vocabulary = (
+            backend.to_str()
+            if backend is not None
+            else json.dumps(sorted(self.tokenizer.get_vocab().items()))
+        )
+        digest = hashlib.sha256()
+        for part in (
+            str(Path(self.source.json_path).resolve()), stat.st_size, stat.st_mtime_ns,
+            repr(template), self.num_image_tokens, self.max_length, vocabulary,
+        ):  # fmt: skip
+            digest.update(str(part).encode())
+            digest.update(b"\0")
+        return digest.hexdigest()[:16]
 
     def _scan(self, cache_dir: str | Path | None) -> tuple[list[int], list[int]]:
         cache = Path(cache_dir) / f"scan-{self._scan_key()}.json" if cache_dir else None
