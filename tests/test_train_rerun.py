@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,6 +45,21 @@ def snakemake(ws: Path, *args: str) -> subprocess.CompletedProcess:
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)  # fmt: skip
 
 
+def interrupt_driver_once_training_checkpointed(ws: Path, work: Path) -> str:
+    """Runs the driver, sends it SIGINT once the trainer has saved checkpoint 2, returns its output."""
+    driver = subprocess.Popen([str(BIN / "snakemake"), "--cores", "1"], cwd=ws, env=cli_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (work / "checkpoint-2" / COMPLETE_MARKER).exists() and time.monotonic() < deadline:
+        assert driver.poll() is None, driver.stdout.read()
+        time.sleep(0.02)
+    os.kill(driver.pid, signal.SIGINT)
+    driven = driver.communicate(timeout=600)[0]
+    if "Terminating processes on user request" in driven:
+        assert driver.returncode != 0, driven
+    return driven
+
+
 @pytest.mark.slow
 def test_rerun_incomplete_after_an_interrupted_driver_reuses_the_finished_model(tmp_path):
     ws = tmp_path
@@ -53,16 +69,18 @@ def test_rerun_incomplete_after_an_interrupted_driver_reuses_the_finished_model(
     (ws / "Snakefile").write_text(SNAKEFILE)
     out, work = ws / "runs/stage2", ws / "runs/work/stage2"
 
-    # Ctrl-C to the driver alone (kill -INT <snakemake>): it waits for the running job to end.
-    driver = subprocess.Popen([str(BIN / "snakemake"), "--cores", "1"], cwd=ws, env=cli_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + 300
-    while not (work / "checkpoint-2" / COMPLETE_MARKER).exists() and time.monotonic() < deadline:
-        assert driver.poll() is None, driver.stdout.read()
-        time.sleep(0.02)
-    os.kill(driver.pid, signal.SIGINT)
-    driven = driver.communicate(timeout=600)[0]
-    assert driver.returncode != 0, driven
+    # Ctrl-C to the driver alone (kill -INT <snakemake>): it waits for the running job to end. Snakemake
+    # itself now and then drops a SIGINT (a KeyboardInterrupt can land where it is ignored, as in its
+    # log handler): the run then simply succeeds, and the scenario is set up again, a few times at most.
+    for _ in range(3):
+        driven = interrupt_driver_once_training_checkpointed(ws, work)
+        if "Terminating processes on user request" in driven:
+            break
+        assert "1 of 1 steps (100%) done" in driven, driven  # the uninterrupted run succeeded, nothing else
+        for leftover in (ws / "runs", ws / "logs", ws / ".snakemake"):
+            shutil.rmtree(leftover, ignore_errors=True)
+    else:
+        pytest.fail(f"snakemake ignored SIGINT in 3 attempts:\n{driven}")
     trained_log = (ws / "logs/train.log").read_text()
     assert "step 18/18" in trained_log  # the trainer finished and exported meanwhile
     model = tree_digest(out)
