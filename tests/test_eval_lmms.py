@@ -7,6 +7,7 @@ keys, failure detection), never a score.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -256,6 +257,28 @@ def test_a_failure_inside_lmms_eval_is_caught_although_it_exits_0(
     ):
         run_lmms_eval(broken, ["demo_gqa", "demo_pope"], benchmarks, tmp_path / "out", batch_size=1, limit=2)
     assert not (tmp_path / "out" / SCORES_FILE).exists()
+
+
+@pytest.mark.slow
+def test_a_failure_after_scoring_fails_the_run_and_writes_no_scores(
+    bundle, benchmarks, tmp_path, monkeypatch
+):
+    # the lmms-eval process scores the task, then dies while extracting the per-question scores
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import llava_more.report.samples as samples\n"
+        "def broken(*args, **kwargs):\n"
+        "    raise OSError('disk full while reading the sample logs')\n"
+        "samples.extract_columns = broken\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
+    out = tmp_path / "out"
+    with pytest.raises(EvaluationFailed, match=r"demo_gqa: lmms-eval scored every task, but its process then failed "
+                                               r"\(exit 1\) .*OSError: disk full"):  # fmt: skip
+        run_lmms_eval(bundle, ["demo_gqa"], benchmarks, out, batch_size=1, limit=2)
+    assert list((out / "lmms_eval").rglob("*_results.json"))  # lmms-eval had finished
+    assert not (out / SCORES_FILE).exists()
 
 
 def test_a_folder_that_is_not_a_bundle_fails_before_running(tmp_path, benchmarks):

@@ -6,8 +6,9 @@ column reads present and numeric, and as many logged samples as documents asked 
 missing raises ``EvaluationFailed`` naming the task and why. Then ``scores.json`` (paper column ->
 value, in the paper's units, and each column's per-question scores) is written for the report.
 
-lmms-eval runs in a subprocess (``python -m lmms_eval``): its logging setup and ``sys.exit`` stay
-out of our process, and its whole output is kept in ``lmms_eval.log`` beside the scores.
+lmms-eval runs in a subprocess (``eval.lmms_child``: lmms-eval's own command line, then the
+per-question scores, extracted where lmms-eval's scorers are already imported): its logging setup and
+``sys.exit`` stay out of our process, and its whole output is kept in ``lmms_eval.log`` beside the scores.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ from llava_more.errors import EvaluationFailed, UserError
 from llava_more.eval.benchmarks import Benchmark, get_benchmark, write_overlays
 from llava_more.eval.lmms_plugin import MODEL_NAME
 from llava_more.outputs import write_text_atomic
-from llava_more.report.samples import extract_columns
 
 SCORES_FILE = "scores.json"
 LOG_FILE = "lmms_eval.log"
 RAW_DIR = "lmms_eval"  # lmms-eval's own output (results JSON + per-sample logs)
 OVERLAY_DIR = "tasks"
+PER_SAMPLE_FILE = "per_sample.json"  # written by the lmms-eval process, folded into scores.json
 
 
 def _model_args(model_dir: Path, device: str, dtype: str | None, max_new_tokens: int | None) -> str:
@@ -211,6 +212,7 @@ def run_lmms_eval(
     raw_dir = out / RAW_DIR
     shutil.rmtree(raw_dir, ignore_errors=True)
     (out / SCORES_FILE).unlink(missing_ok=True)
+    (out / PER_SAMPLE_FILE).unlink(missing_ok=True)
     overlays = write_overlays(tasks, out / OVERLAY_DIR)
     if overlays and include_path is not None:
         raise UserError(
@@ -223,8 +225,12 @@ def run_lmms_eval(
         else (out / OVERLAY_DIR if overlays else None)
     )
 
+    if limit is not None:
+        limit = int(limit) if float(limit).is_integer() else float(limit)
+    child_spec = {"tasks": list(tasks), "raw_dir": str(raw_dir.resolve()), "limit": limit,
+                  "per_sample": str((out / PER_SAMPLE_FILE).resolve())}  # fmt: skip
     command = [
-        sys.executable, "-m", "lmms_eval",
+        sys.executable, "-m", "llava_more.eval.lmms_child", json.dumps(child_spec), "--",
         "--model", MODEL_NAME,
         "--model_args", _model_args(model_dir, device, dtype, max_new_tokens),
         "--tasks", ",".join(b.task for b in benches),
@@ -235,7 +241,6 @@ def run_lmms_eval(
     if search_path is not None:
         command += ["--include_path", str(search_path.resolve())]
     if limit is not None:
-        limit = int(limit) if float(limit).is_integer() else float(limit)
         command += ["--limit", str(limit)]
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -249,15 +254,23 @@ def run_lmms_eval(
         process = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=out, env=env, check=False)
 
     result_files = sorted(raw_dir.rglob("*_results.json"))
-    if process.returncode != 0 or not result_files:
+    if not result_files:
         raise EvaluationFailed(
             f"{names}: lmms-eval produced no results (exit {process.returncode}): {_last_error(log_path)}; log: {log_path}"
         )
     scores = scores_from_results(benches, result_files[-1], raw_dir, limit)
     scores = {"model": str(model_dir), **scores, "results_file": str(result_files[-1].relative_to(out))}
-    # Per-question scores for the report's confidence intervals (llava_more.report.samples).
-    per_sample = extract_columns(benches, raw_dir, scores["columns"])
-    scores["samples_skipped"] = per_sample.skipped
-    scores["samples"] = {column: s.to_json() for column, s in per_sample.columns.items()}
+    # Per-question scores for the report's confidence intervals (llava_more.report.samples), extracted
+    # in the lmms-eval process.
+    per_sample_path = out / PER_SAMPLE_FILE
+    if process.returncode != 0 or not per_sample_path.is_file():
+        raise EvaluationFailed(
+            f"{names}: lmms-eval scored every task, but its process then failed (exit {process.returncode}) "
+            f"before writing the per-question scores: {_last_error(log_path)}; log: {log_path}"
+        )
+    per_sample = json.loads(per_sample_path.read_text(encoding="utf-8"))
+    per_sample_path.unlink()
+    scores["samples_skipped"] = per_sample["skipped"]
+    scores["samples"] = per_sample["samples"]
     write_text_atomic(out / SCORES_FILE, json.dumps(scores, indent=1) + "\n")
     return scores["metrics"]
