@@ -39,6 +39,9 @@ rule train:
         # The seed is in the output's path (config.seeds): derived from it, so no params trigger.
         seed=lambda w, output: seed_option(STUDY.experiment(w.exp).seed),
     threads: 1
+    # Ready trainings start before ready evaluations: evaluations are short and fill the cores at the
+    # end, while a training started late would run alone on the last core.
+    priority: 1
     log:
         f"logs/{S}/stage{{stage}}_{{exp}}.log",
     shell:
