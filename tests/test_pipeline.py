@@ -21,9 +21,9 @@ import copy
 import csv
 import json
 import re
+import resource
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -290,9 +290,11 @@ def test_dvc_stages_are_the_snakemake_jobs_of_every_study():
 
 
 def test_paper_dag_dry_run_lists_every_job_quickly():
-    start = time.monotonic()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = run([str(BIN / "snakemake"), "--cores", "1", "--dry-run", "--config", "study=paper"], ROOT).stdout
-    elapsed = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of the dry run, not wall time: the same on a machine busy with other tests
+    elapsed = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     counts = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", out[out.index("job ") :], re.M)}
     # 29 trainings (stage 1 + stage 2 each), 23 initial models, 29 evaluations, one report.
     assert counts["train"] == 58
@@ -302,4 +304,4 @@ def test_paper_dag_dry_run_lists_every_job_quickly():
     # LCS, LAION, Recap and their mix; LLaVA-665K; each validated.
     assert counts["fetch_pretrain_data"] == 4 and counts["fetch_instruct_data"] == 1
     assert counts["validate_data"] == 5
-    assert elapsed < 10, f"dry run of the paper DAG took {elapsed:.1f}s"
+    assert elapsed < 10, f"dry run of the paper DAG took {elapsed:.1f} CPU seconds"
