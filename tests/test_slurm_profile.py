@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.slurm_cluster import (  # noqa: F401  (slurm_cluster is a fixture)
     REPO,
@@ -30,6 +30,7 @@ from tests.slurm_cluster import (  # noqa: F401  (slurm_cluster is a fixture)
     snakemake_command,
     wait_for,
 )
+from tests.test_pipeline import shrink
 
 pytestmark = pytest.mark.slurm
 
@@ -292,7 +293,10 @@ def test_demo_study_through_slurm(slurm_cluster, tmp_path):  # noqa: F811
     """The `ci` study end to end, every rule a SLURM job (GPU rules on the fake-GPU partition)."""
     from llava_more import paths
 
-    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    # The ci study at the pipeline tests' size (tests/test_pipeline.py: a few samples and steps).
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump(shrink(yaml.safe_load((REPO / "params.yaml").read_text())), sort_keys=False)
+    )
     # One fake GPU per training job: on this CPU machine each "GPU" becomes one CPU training process,
     # which the fake GPUs' jobs are told to accept (LLAVA_MORE_DEVICE=cpu).
     run_snakemake(

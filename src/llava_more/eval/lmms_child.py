@@ -4,7 +4,7 @@
 ``python -m lmms_eval <arguments>`` would, then, when it wrote a results file that passes
 ``eval.run.scores_from_results``, extracts every column's per-question scores from the sample logs
 (``report.samples.extract_columns``) and writes them to ``SPEC["per_sample"]``. The extraction uses
-lmms-eval's own scorers (MMBench's matcher, MMMU's judge), and importing those costs about as much as
+lmms-eval's own scorers (MMBench's and MMMU's answer matchers), and importing those costs about as much as
 the evaluation of a small bundle; here they are already imported. ``SPEC`` is a JSON object:
 ``tasks`` (benchmark names), ``raw_dir``, ``limit``, ``per_sample``.
 
