@@ -28,8 +28,9 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 demo: install
 	$(VENV)/bin/snakemake --profile profiles/local --cores $(CORES) all
 
+# One worker per core, each taking whole test modules (a module's tests share its fixtures, in order).
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(CORES) --dist loadfile --no-loadscope-reorder
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -13,6 +13,14 @@ fi
 [ "$(id -u)" = 0 ] || die "chromium is missing and installing it needs root (apt-get install chromium)"
 command -v apt-get >/dev/null || die "chromium is missing and this machine has no apt-get; install a chromium browser"
 
+# shellcheck source=scripts/apt_lock.sh
+source "$(dirname "$0")/apt_lock.sh"
+take_apt_lock
+if command -v chromium >/dev/null; then  # installed while this script waited for the lock
+  command -v chromium
+  exit 0
+fi
+
 LOG="${TMPDIR:-/tmp}/llava-more-chromium-apt.log"
 export DEBIAN_FRONTEND=noninteractive
 if ! apt-get install -y -q --no-install-recommends chromium >"$LOG" 2>&1; then

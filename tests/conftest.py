@@ -1,4 +1,5 @@
-"""Fixtures shared by the training tests: a tiny saved-and-loaded bundle and training samples for it.
+"""Fixtures shared by the training tests (a tiny saved-and-loaded bundle and training samples for it),
+and the order in which the suite's modules run.
 
 A test module that defines a fixture of the same name uses its own instead.
 """
@@ -22,3 +23,21 @@ def dataset(bundle, tmp_path_factory):
     from tests.test_train_data import train_set
 
     return train_set(bundle, make_dataset(tmp_path_factory.mktemp("data"), n_images=6, n_text=3))
+
+
+HEAVY_MARKS = ("slow", "slurm")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Modules with the most end-to-end tests first, each module's tests in their own order.
+
+    `make test` hands whole modules to its workers (pytest-xdist, ``--dist loadfile``) in this
+    order: the long runs start at once and the short modules fill in around them, so the workers
+    finish together rather than one waiting on a long module picked up last.
+    """
+    heavy: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        heavy[module] = heavy.get(module, 0) + any(item.get_closest_marker(m) for m in HEAVY_MARKS)
+    first_seen = {module: i for i, module in enumerate(dict.fromkeys(heavy))}
+    items.sort(key=lambda item: (-heavy[item.nodeid.split("::")[0]], first_seen[item.nodeid.split("::")[0]]))

@@ -81,6 +81,8 @@ def stop_cluster() -> None:
 
 
 SLURM_PACKAGES = ("slurmctld", "slurmd", "slurm-client")
+# The lock scripts/apt_lock.sh takes: the test workers install and remove packages one at a time.
+APT_LOCK = "/var/lock/llava-more-apt.lock"
 
 
 def remove_packages() -> None:
@@ -88,7 +90,7 @@ def remove_packages() -> None:
     running, every later `snakemake` start takes about 11 s (the executor plugin calls sacct,
     squeue and scontrol, each waiting for its timeout), so a machine is left as it was found."""
     subprocess.run(
-        ["apt-get", "remove", "-y", "-qq", *SLURM_PACKAGES],
+        ["flock", "-w", "900", APT_LOCK, "apt-get", "remove", "-y", "-qq", *SLURM_PACKAGES],
         capture_output=True, text=True, timeout=300, check=False,
         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
     )  # fmt: skip

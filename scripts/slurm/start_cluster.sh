@@ -42,6 +42,9 @@ install_packages() {
     return
   fi
   command -v apt-get >/dev/null || die "no apt-get: install slurmctld slurmd slurm-client munge by hand"
+  # shellcheck source=scripts/apt_lock.sh
+  source "$(dirname "$0")/../apt_lock.sh"
+  take_apt_lock
   echo "start_cluster: installing slurmctld slurmd slurm-client munge" >&2
   # Keep apt from starting the daemons with Debian's default (empty) configuration.
   local policy=/usr/sbin/policy-rc.d created_policy=0 rc=0
@@ -56,6 +59,7 @@ install_packages() {
         slurmctld slurmd slurm-client munge
   } >"$APT_LOG" 2>&1 || rc=$?
   [ "$created_policy" = 1 ] && rm -f "$policy"
+  release_apt_lock
   [ "$rc" = 0 ] || die "apt-get failed (rc $rc): $(tail -n 3 "$APT_LOG" | tr '\n' ' ') (full log: $APT_LOG)"
 }
 
