@@ -17,7 +17,14 @@ import torch
 from llava_more.errors import EvaluationFailed, UserError
 from llava_more.eval.benchmarks import get_benchmark
 from llava_more.eval.demo_tasks import generate_demo_benchmarks
-from llava_more.eval.run import LOG_FILE, RAW_DIR, SCORES_FILE, run_lmms_eval, scores_from_results
+from llava_more.eval.run import (
+    CHILD_SCORES_FILE,
+    LOG_FILE,
+    RAW_DIR,
+    SCORES_FILE,
+    run_lmms_eval,
+    scores_from_results,
+)
 
 torch.set_num_threads(1)
 
@@ -214,6 +221,8 @@ def test_end_to_end_lmms_eval_run_writes_scores(evaluated):
     samples = list((out / RAW_DIR).rglob("*_samples_demo_pope.jsonl"))
     assert len(samples) == 1 and len(samples[0].read_text().splitlines()) == 6
     assert (out / LOG_FILE).is_file()
+    # The lmms-eval process's checked scores became scores.json; its results file is named from `out`.
+    assert (out / scores["results_file"]).is_file() and not (out / CHILD_SCORES_FILE).exists()
 
 
 @pytest.mark.slow
@@ -274,8 +283,8 @@ def test_a_failure_after_scoring_fails_the_run_and_writes_no_scores(
     )
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
     out = tmp_path / "out"
-    with pytest.raises(EvaluationFailed, match=r"demo_gqa: lmms-eval scored every task, but its process then failed "
-                                               r"\(exit 1\) .*OSError: disk full"):  # fmt: skip
+    with pytest.raises(EvaluationFailed, match=r"demo_gqa: lmms-eval wrote results for every task, then its process "
+                                               r"failed \(exit 1\) .*OSError: disk full"):  # fmt: skip
         run_lmms_eval(bundle, ["demo_gqa"], benchmarks, out, batch_size=1, limit=2)
     assert list((out / "lmms_eval").rglob("*_results.json"))  # lmms-eval had finished
     assert not (out / SCORES_FILE).exists()

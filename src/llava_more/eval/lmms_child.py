@@ -1,15 +1,15 @@
-"""The lmms-eval subprocess: lmms-eval's own command line, then the per-question scores, in one interpreter.
+"""The lmms-eval subprocess: lmms-eval's own command line, then the checked scores, in one interpreter.
 
 ``python -m llava_more.eval.lmms_child SPEC -- <lmms-eval arguments>`` runs lmms-eval exactly as
-``python -m lmms_eval <arguments>`` would, then, when it wrote a results file that passes
-``eval.run.scores_from_results``, extracts every column's per-question scores from the sample logs
-(``report.samples.extract_columns``) and writes them to ``SPEC["per_sample"]``. The extraction uses
+``python -m lmms_eval <arguments>`` would. When lmms-eval returns and its results file passes
+``eval.run.scores_from_results``, it extracts every column's per-question scores from the sample logs
+(``report.samples.extract_columns``) and writes both to ``SPEC["scores"]``. The extraction uses
 lmms-eval's own scorers (MMBench's and MMMU's answer matchers), and importing those costs about as much as
 the evaluation of a small bundle; here they are already imported. ``SPEC`` is a JSON object:
-``tasks`` (benchmark names), ``raw_dir``, ``limit``, ``per_sample``.
+``tasks`` (benchmark names), ``raw_dir``, ``limit``, ``scores``.
 
-Whether the run counts is decided by the parent (``eval.run.run_lmms_eval``): a results file that does
-not pass its checks leaves no per-question file here, and the parent names what is missing.
+No file there means the run does not count; the parent (``eval.run.run_lmms_eval``) then finds out why
+and says so.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from llava_more.errors import EvaluationFailed
 
 
-def _write_per_sample(spec: dict) -> None:
+def _write_scores(spec: dict) -> None:
     from llava_more.eval.benchmarks import get_benchmark
     from llava_more.eval.run import scores_from_results
     from llava_more.outputs import write_text_atomic
@@ -35,13 +35,12 @@ def _write_per_sample(spec: dict) -> None:
     try:
         scores = scores_from_results(benches, result_files[-1], raw_dir, spec["limit"])
     except EvaluationFailed:
-        return  # the parent runs the same checks and reports the failure
+        return  # the parent runs the same checks again and names the failure
     per_sample = extract_columns(benches, raw_dir, scores["columns"])
-    payload = {
-        "skipped": per_sample.skipped,
-        "samples": {column: s.to_json() for column, s in per_sample.columns.items()},
-    }
-    write_text_atomic(Path(spec["per_sample"]), json.dumps(payload) + "\n")
+    scores["results_file"] = str(result_files[-1])
+    scores["samples_skipped"] = per_sample.skipped
+    scores["samples"] = {column: s.to_json() for column, s in per_sample.columns.items()}
+    write_text_atomic(Path(spec["scores"]), json.dumps(scores) + "\n")
 
 
 def main() -> None:
@@ -52,7 +51,7 @@ def main() -> None:
     from lmms_eval.cli.dispatch import main as lmms_eval_main
 
     lmms_eval_main()
-    _write_per_sample(spec)
+    _write_scores(spec)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ column reads present and numeric, and as many logged samples as documents asked 
 missing raises ``EvaluationFailed`` naming the task and why. Then ``scores.json`` (paper column ->
 value, in the paper's units, and each column's per-question scores) is written for the report.
 
-lmms-eval runs in a subprocess (``eval.lmms_child``: lmms-eval's own command line, then the
-per-question scores, extracted where lmms-eval's scorers are already imported): its logging setup and
-``sys.exit`` stay out of our process, and its whole output is kept in ``lmms_eval.log`` beside the scores.
+lmms-eval runs in a subprocess (``eval.lmms_child``: lmms-eval's own command line, then these checks
+and the per-question scores, extracted where lmms-eval's scorers are already imported): its logging
+setup and ``sys.exit`` stay out of our process, and its whole output is kept in ``lmms_eval.log``
+beside the scores.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ SCORES_FILE = "scores.json"
 LOG_FILE = "lmms_eval.log"
 RAW_DIR = "lmms_eval"  # lmms-eval's own output (results JSON + per-sample logs)
 OVERLAY_DIR = "tasks"
-PER_SAMPLE_FILE = "per_sample.json"  # written by the lmms-eval process, folded into scores.json
+CHILD_SCORES_FILE = "scores.child.json"  # the lmms-eval process's checked scores, made scores.json here
 
 
 def _model_args(model_dir: Path, device: str, dtype: str | None, max_new_tokens: int | None) -> str:
@@ -212,7 +213,8 @@ def run_lmms_eval(
     raw_dir = out / RAW_DIR
     shutil.rmtree(raw_dir, ignore_errors=True)
     (out / SCORES_FILE).unlink(missing_ok=True)
-    (out / PER_SAMPLE_FILE).unlink(missing_ok=True)
+    child_scores = out / CHILD_SCORES_FILE
+    child_scores.unlink(missing_ok=True)
     overlays = write_overlays(tasks, out / OVERLAY_DIR)
     if overlays and include_path is not None:
         raise UserError(
@@ -228,7 +230,7 @@ def run_lmms_eval(
     if limit is not None:
         limit = int(limit) if float(limit).is_integer() else float(limit)
     child_spec = {"tasks": list(tasks), "raw_dir": str(raw_dir.resolve()), "limit": limit,
-                  "per_sample": str((out / PER_SAMPLE_FILE).resolve())}  # fmt: skip
+                  "scores": str(child_scores.resolve())}  # fmt: skip
     command = [
         sys.executable, "-m", "llava_more.eval.lmms_child", json.dumps(child_spec), "--",
         "--model", MODEL_NAME,
@@ -253,24 +255,32 @@ def run_lmms_eval(
         log.flush()
         process = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=out, env=env, check=False)
 
-    result_files = sorted(raw_dir.rglob("*_results.json"))
-    if not result_files:
-        raise EvaluationFailed(
-            f"{names}: lmms-eval produced no results (exit {process.returncode}): {_last_error(log_path)}; log: {log_path}"
-        )
-    scores = scores_from_results(benches, result_files[-1], raw_dir, limit)
-    scores = {"model": str(model_dir), **scores, "results_file": str(result_files[-1].relative_to(out))}
-    # Per-question scores for the report's confidence intervals (llava_more.report.samples), extracted
-    # in the lmms-eval process.
-    per_sample_path = out / PER_SAMPLE_FILE
-    if process.returncode != 0 or not per_sample_path.is_file():
-        raise EvaluationFailed(
-            f"{names}: lmms-eval scored every task, but its process then failed (exit {process.returncode}) "
-            f"before writing the per-question scores: {_last_error(log_path)}; log: {log_path}"
-        )
-    per_sample = json.loads(per_sample_path.read_text(encoding="utf-8"))
-    per_sample_path.unlink()
-    scores["samples_skipped"] = per_sample["skipped"]
-    scores["samples"] = per_sample["samples"]
+    if process.returncode != 0 or not child_scores.is_file():
+        raise _why_not_scored(benches, raw_dir, limit, process.returncode, log_path)
+    scores = json.loads(child_scores.read_text(encoding="utf-8"))
+    child_scores.unlink()
+    scores["results_file"] = str(RAW_DIR / Path(scores["results_file"]).relative_to(raw_dir.resolve()))
+    scores = {"model": str(model_dir), **scores}
     write_text_atomic(out / SCORES_FILE, json.dumps(scores, indent=1) + "\n")
     return scores["metrics"]
+
+
+def _why_not_scored(
+    benches: list[Benchmark], raw_dir: Path, limit: float | None, returncode: int, log_path: Path
+) -> EvaluationFailed:
+    """The error for an lmms-eval process that left no checked scores: no results file, a results file
+    that fails the checks (the check names the task), or a process that failed after scoring."""
+    names = ", ".join(b.name for b in benches)
+    result_files = sorted(raw_dir.rglob("*_results.json"))
+    if not result_files:
+        return EvaluationFailed(
+            f"{names}: lmms-eval produced no results (exit {returncode}): {_last_error(log_path)}; log: {log_path}"
+        )
+    try:
+        scores_from_results(benches, result_files[-1], raw_dir, limit)
+    except EvaluationFailed as failed:
+        return failed
+    return EvaluationFailed(
+        f"{names}: lmms-eval wrote results for every task, then its process failed (exit {returncode}) "
+        f"before the per-question scores were extracted: {_last_error(log_path)}; log: {log_path}"
+    )
