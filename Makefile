@@ -28,9 +28,11 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 demo: install
 	$(VENV)/bin/snakemake --profile profiles/local --cores $(CORES) all
 
-# One worker per core, each taking whole test modules (a module's tests share its fixtures, in order).
+# Parallel workers, each taking whole test modules (a module's tests share its fixtures, in order).
+# One more worker than cores: the SLURM and signal tests spend much of their time waiting.
+TEST_WORKERS ?= $(shell echo $$(( $(CORES) + 1 )))
 test: install
-	$(PY) -m pytest -q -n $(CORES) --dist loadfile --no-loadscope-reorder
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

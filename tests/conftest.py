@@ -25,11 +25,22 @@ def dataset(bundle, tmp_path_factory):
     return train_set(bundle, make_dataset(tmp_path_factory.mktemp("data"), n_images=6, n_text=3))
 
 
+# The longest modules, longest first (pytest's durations on a 2-core machine): a module whose cost is
+# mostly its fixture would sort late by its count of end-to-end tests.
+LONGEST_MODULES = (
+    "tests/test_pipeline.py",
+    "tests/test_pipeline_remote.py",
+    "tests/test_slurm_profile.py",
+    "tests/test_model_declared.py",
+    "tests/test_train_distributed.py",
+    "tests/test_published.py",
+)
 HEAVY_MARKS = ("slow", "slurm")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Modules with the most end-to-end tests first, each module's tests in their own order.
+    """The longest modules first, then those with the most end-to-end tests; each module's tests in
+    their own order.
 
     `make test` hands whole modules to its workers (pytest-xdist, ``--dist loadfile``) in this
     order: the long runs start at once and the short modules fill in around them, so the workers
@@ -40,4 +51,10 @@ def pytest_collection_modifyitems(config, items) -> None:
         module = item.nodeid.split("::")[0]
         heavy[module] = heavy.get(module, 0) + any(item.get_closest_marker(m) for m in HEAVY_MARKS)
     first_seen = {module: i for i, module in enumerate(dict.fromkeys(heavy))}
-    items.sort(key=lambda item: (-heavy[item.nodeid.split("::")[0]], first_seen[item.nodeid.split("::")[0]]))
+
+    def rank(item) -> tuple[int, int, int]:
+        module = item.nodeid.split("::")[0]
+        longest = LONGEST_MODULES.index(module) if module in LONGEST_MODULES else len(LONGEST_MODULES)
+        return longest, -heavy[module], first_seen[module]
+
+    items.sort(key=rank)

@@ -1,7 +1,6 @@
-"""The whole pipeline for real: Snakemake and DVC over the same DAG, on small finished studies.
+"""The whole pipeline for real: Snakemake and DVC over the same DAG, on a small finished study.
 
-One scratch workspace whose `ci` study is shrunk (a few steps on a few dozen samples) and joined by
-`ci-b` (another LLM on the same data) and `ci-s2` (explicit S2 scales), used in order:
+One scratch workspace whose `ci` study is shrunk (a few steps on a few dozen samples), used in order:
 
 1. Snakemake runs `ci` to its tables; a rerun does nothing; deleting a checkpoint reruns only what
    depends on it.
@@ -9,10 +8,9 @@ One scratch workspace whose `ci` study is shrunk (a few steps on a few dozen sam
 3. Editing one stage-2 hyperparameter: `snakemake -n` lists that stage's trainings and what depends on
    them, and DVC (`status`, `repro --dry`) names the same stages. Editing fields that change no result
    (micro-batch split, fused loss, checkpoint interval, evaluation batch size) reruns nothing.
-4. Both `ci` and `ci-b` pushed to one DVC remote; a second clone pulls either by name (`make pull
-   STUDY=...`) to identical artifacts, after which `snakemake -n` has nothing to do, `dvc status` is
-   clean, and an edit there still reruns what it changes.
-5. A study with explicit S2 scales trains a model with those scales.
+
+Two more studies on the same data, `ci-b` and `ci-s2`, share a DVC remote in tests/test_pipeline_remote.py,
+in a workspace of their own so that both modules run side by side.
 """
 
 from __future__ import annotations
@@ -30,12 +28,11 @@ import pytest
 import yaml
 
 from llava_more.pipeline.dvc import Job, stage_name
-from tests.workspace import BIN, ROOT, make_workspace, run, tree_digest, tree_digest_file
+from tests.workspace import BIN, ROOT, make_workspace, run, tree_digest
 
 SNAKEMAKE = [str(BIN / "snakemake"), "--profile", "profiles/local", "--cores", "2"]
 DVC = str(BIN / "dvc")
 EXP = "llama3.1-8b_clip-l-336_ci-lcs"
-EXP_B = "gemma2-2b_clip-l-336_ci-lcs"
 TABLE = Path("results/ci/tables/table1_llm.csv")
 S2_SCALES = [48, 96]
 
@@ -51,7 +48,7 @@ def shrink(raw: dict) -> dict:
     ci["eval_samples"] = 6
     raw["studies"]["ci-b"] = {
         **copy.deepcopy(ci),
-        "experiments": [{"llm": "gemma2-2b", "vision": "clip-l-336"}],
+        "experiments": [{"llm": "phi4-mini", "vision": "clip-l-336"}],
     }
     s2 = {"llm": "llama3.1-8b", "vision": "clip-l-336", "s2": True, "s2_scales": S2_SCALES}
     raw["studies"]["ci-s2"] = {**copy.deepcopy(ci), "experiments": [s2]}
@@ -116,8 +113,8 @@ def downstream(dvc_stages: dict[str, dict], changed: set[str]) -> set[str]:
         out |= more
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
+def small_workspace(tmp_path_factory) -> Path:
+    """A scratch workspace with the shrunk studies, its dvc.yaml and a DVC remote, committed."""
     ws = make_workspace(tmp_path_factory.mktemp("pipeline"))
     (ws / "params.yaml").write_text(
         yaml.safe_dump(shrink(yaml.safe_load((ws / "params.yaml").read_text())), sort_keys=False)
@@ -126,6 +123,11 @@ def workspace(tmp_path_factory):
     run([DVC, "remote", "add", "--force", "--default", "shared", str(tmp_path_factory.mktemp("remote"))], ws)
     git_commit(ws, "small studies")
     return ws
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return small_workspace(tmp_path_factory)
 
 
 @pytest.mark.slow
@@ -219,52 +221,6 @@ def test_fields_that_change_no_result_rerun_nothing(workspace, edit):
         assert "up to date" in dvc_status(workspace)
     finally:
         (workspace / "params.yaml").write_text(before)
-
-
-@pytest.mark.slow
-def test_two_studies_share_one_remote_and_a_clone_pulls_either_by_name(workspace, tmp_path):
-    snakemake(workspace, "ci-b", "all")
-    run(
-        [DVC, "commit", "--force", *stages(workspace, "ci-b")], workspace
-    )  # Snakemake built it; DVC records it
-    for study in ("ci", "ci-b"):
-        make(workspace, "push", study)
-    git_commit(workspace, "dvc.lock of both studies")
-    # Every declared output of a study (datasets, model bundles, scores, tables), file or folder.
-    # Scratch that is not an output (resumable checkpoints, lmms-eval's raw logs) is not DVC's to keep.
-    dvc_stages = yaml.safe_load((workspace / "dvc.yaml").read_text())["stages"]
-
-    def digests(root: Path, study: str) -> dict[str, dict[str, str]]:
-        outs = sorted({o for name in stages(workspace, study) for o in dvc_stages[name]["outs"]})
-        return {o: tree_digest(root / o) if (root / o).is_dir() else tree_digest_file(root / o) for o in outs}
-
-    clone = tmp_path / "clone"
-    run(["git", "clone", "-q", str(workspace), str(clone)], tmp_path)
-    for study in ("ci-b", "ci"):
-        make(clone, "pull", study)
-        assert digests(clone, study) == digests(workspace, study)
-        assert planned(clone, study) == [], f"{study}: Snakemake wants to rerun after the pull"
-        assert "up to date" in make(clone, "status", study).stdout, f"{study}: dvc status is not clean"
-    # A pulled study is tracked like a built one: an edit in the clone reruns what it changes.
-    edit_params(clone, lambda raw: raw["protocols"]["ci"]["stage2"].update(lr=3.0e-4))
-    assert ("train", f"runs/ci-b/stage2/{EXP_B}") in planned(clone, "ci-b")
-
-
-@pytest.mark.slow
-def test_a_study_with_explicit_s2_scales_trains_a_model_with_those_scales(workspace):
-    from safetensors import safe_open
-
-    exp = "llama3.1-8b_clip-l-336_s2_ci-lcs"
-    snakemake(workspace, "ci-s2", f"runs/ci-s2/stage1/{exp}")
-    model = workspace / f"runs/ci-s2/stage1/{exp}"
-    assert json.loads((model / "llava_more.json").read_text())["s2_scales"] == S2_SCALES
-    hidden = json.loads((model / "config.json").read_text())["vision_config"]["hidden_size"]
-    widths = []
-    for shard in model.glob("*.safetensors"):
-        with safe_open(shard, "pt") as f:
-            widths += [f.get_slice(k).get_shape()[1] for k in f.keys() if "projector.linear_1.weight" in k]
-    # The projector reads one feature map per scale, stacked on channels: 2 x the encoder's width.
-    assert widths == [len(S2_SCALES) * hidden]
 
 
 def test_committed_dvc_yaml_is_generated_from_the_current_workflow():
