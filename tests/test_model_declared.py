@@ -291,10 +291,12 @@ def test_declared_pairs_train_export_and_evaluate_through_the_pipeline(folders, 
     """A tiny study of declared backbones (Qwen2 x ViT, Llama-3.2 x CLIP) runs the demo path for real:
     Snakemake, demo tokenizer with each LLM's own chat template, encoder warm-up, both stages (mask audit
     first), export, lmms-eval on local tasks, tables."""
+    from tests.test_pipeline import shrink
     from tests.workspace import BIN, make_workspace, run
 
     workspace = make_workspace(tmp_path / "ws")
-    raw = yaml.safe_load((workspace / "params.yaml").read_text())
+    # The ci data at the pipeline tests' size (a few dozen samples: a few steps per stage).
+    raw = shrink(yaml.safe_load((workspace / "params.yaml").read_text()))
     raw["backbones"] = backbones_section(folders)
     raw["demo_vision"] = {"steps": 20, "seed": 0}
     raw["studies"] = {

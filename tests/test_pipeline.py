@@ -46,12 +46,14 @@ def shrink(raw: dict) -> dict:
     raw["instruct_data"]["ci-instruct"]["size"] = 48
     ci = raw["studies"]["ci"]
     ci["eval_samples"] = 6
+    # The second and third studies evaluate their stage-2 models only (stage 1's are ci's to check).
     raw["studies"]["ci-b"] = {
         **copy.deepcopy(ci),
+        "eval_untrained": False,
         "experiments": [{"llm": "phi4-mini", "vision": "clip-l-336"}],
     }
     s2 = {"llm": "llama3.1-8b", "vision": "clip-l-336", "s2": True, "s2_scales": S2_SCALES}
-    raw["studies"]["ci-s2"] = {**copy.deepcopy(ci), "experiments": [s2]}
+    raw["studies"]["ci-s2"] = {**copy.deepcopy(ci), "eval_untrained": False, "experiments": [s2]}
     return raw
 
 

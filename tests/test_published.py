@@ -268,6 +268,7 @@ def twin(tmp_path_factory):
     )
 
     raw = yaml.safe_load((ws / "params.yaml").read_text())
+    raw["demo_benchmarks"]["size"] = 16  # of which 4 per task are evaluated
     raw["studies"][TWIN] = {
         "kind": "published",
         "size": "tiny",
